@@ -1,0 +1,91 @@
+"""Offline-first sync between SQL databases through a shared change log in Google Cloud Firestore.
+
+Typical use::
+
+    from storex_sync_firestore import SyncedDatabase, MemorySharedLog, register_device, do_sync
+
+    db = SyncedDatabase("sqlite:///notes.db")
+    db.enable_sync(["notes"])
+    register_device(db, shared_log, user_id="alice")
+    summary = do_sync(db, shared_log)
+"""
+
+from __future__ import annotations
+
+from .capture.base import ColumnInfo, TableInfo
+from .clock import HybridLogicalClock
+from .codec import JsonSerializer, Serializer, decode_value, encode_value
+from .database import SyncedDatabase
+from .devices import register_device
+from .errors import (
+    ClockDriftError,
+    ConfigurationError,
+    DoubleCreateError,
+    EntryTooLargeError,
+    InvalidEntryError,
+    PermanentSharedLogError,
+    SharedLogError,
+    SyncError,
+    TransientSharedLogError,
+    UnknownDeviceError,
+    UnsuitableTableError,
+)
+from .events import SyncEvents
+from .keys import SQLITE_UUID7_DEFAULT, uuid7
+from .models import (
+    Conflict,
+    DeviceInfo,
+    LogEntry,
+    Operation,
+    Reconciliation,
+    SharedEntry,
+    SyncSummary,
+    UnsyncedUpdate,
+    WriteResult,
+)
+from .reconcile import LastWriteWins, ObjectHistory, Reconciler, reconcile_sync_log
+from .shared_log.base import SharedSyncLog
+from .shared_log.memory import MemorySharedLog
+from .sync import do_sync
+
+__all__ = [
+    "SQLITE_UUID7_DEFAULT",
+    "ClockDriftError",
+    "ColumnInfo",
+    "ConfigurationError",
+    "Conflict",
+    "DeviceInfo",
+    "DoubleCreateError",
+    "EntryTooLargeError",
+    "HybridLogicalClock",
+    "InvalidEntryError",
+    "JsonSerializer",
+    "LastWriteWins",
+    "LogEntry",
+    "MemorySharedLog",
+    "ObjectHistory",
+    "Operation",
+    "PermanentSharedLogError",
+    "Reconciler",
+    "Reconciliation",
+    "Serializer",
+    "SharedEntry",
+    "SharedLogError",
+    "SharedSyncLog",
+    "SyncError",
+    "SyncEvents",
+    "SyncSummary",
+    "SyncedDatabase",
+    "TableInfo",
+    "TransientSharedLogError",
+    "UnknownDeviceError",
+    "UnsuitableTableError",
+    "UnsyncedUpdate",
+    "WriteResult",
+    "decode_value",
+    "do_sync",
+    "encode_value",
+    "reconcile_sync_log",
+    "register_device",
+    "uuid7",
+]

@@ -1,0 +1,110 @@
+"""Stage 6: apply the reconciler's operations to the synced tables, with capture silenced.
+
+Operations are grouped by statement shape and run with ``executemany`` inside a savepoint: the fast
+path. If that fails (a value the column cannot hold, a constraint), the savepoint is rolled back and the
+operations are replayed one object at a time, each in its own savepoint, so one bad object is set aside
+and the rest still land. Table and column names come from the synced-table registry only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from .capture.base import CaptureDialect, TableInfo, quote, savepoint
+from .codec import decode_value
+from .errors import InvalidEntryError
+from .models import Json, Operation
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """How many operations landed, and the objects that could not be applied, with the reason."""
+
+    applied: int = 0
+    failed: list[tuple[Operation, str]] = field(default_factory=list)
+
+
+def _where(table: TableInfo, offset: int) -> str:
+    return " AND ".join(f"{quote(c)} = :p{offset + i}" for i, c in enumerate(table.pk))
+
+
+def _statement(op: Operation, table: TableInfo, dialect: CaptureDialect) -> str:
+    columns = [c.name for c in table.value_columns if c.name in op.values]
+    if op.kind == "insert":
+        return dialect.upsert_sql(table, columns)
+    if op.kind == "delete":
+        return f"DELETE FROM {quote(table.name)} WHERE {_where(table, 0)}"
+    sets = ", ".join(f"{quote(c)} = :p{len(table.pk) + i}" for i, c in enumerate(columns))
+    return f"UPDATE {quote(table.name)} SET {sets} WHERE {_where(table, 0)}"
+
+
+def _params(op: Operation, table: TableInfo, dialect: CaptureDialect) -> dict[str, Any]:
+    """Decoded, column-converted parameters: key columns first, then the op's columns in table order."""
+    values: list[Any] = []
+    pairs: list[tuple[Any, Json]] = list(zip(table.pk_columns, op.pk, strict=True))
+    pairs += [(c, op.values[c.name]) for c in table.value_columns if c.name in op.values]
+    for column, raw in pairs:
+        try:
+            values.append(dialect.to_db(column, decode_value(raw)))
+        except (ValueError, TypeError, InvalidEntryError) as exc:
+            raise _Unapplicable(f"column {table.name}.{column.name} cannot hold {raw!r}: {exc}") from exc
+    return {f"p{i}": v for i, v in enumerate(values)}
+
+
+class _Unapplicable(Exception):
+    pass
+
+
+def apply_operations(
+    conn: Connection,
+    dialect: CaptureDialect,
+    tables: Mapping[str, TableInfo],
+    operations: Sequence[Operation],
+) -> ApplyResult:
+    """Apply ``operations`` in the caller's transaction; the caller silences capture around this."""
+    result = ApplyResult()
+    if not operations:
+        return result
+    try:
+        with savepoint(conn):
+            groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            # Deletes first, then writes: a key freed by one object's delete may be reused by another's insert.
+            for op in sorted(operations, key=lambda o: o.kind != "delete"):
+                table = tables[op.table]
+                groups[_statement(op, table, dialect)].append(_params(op, table, dialect))
+            for sql, params in groups.items():
+                conn.execute(text(sql), params)
+        result.applied = len(operations)
+        return result
+    except (SQLAlchemyError, _Unapplicable):
+        pass
+    pending = list(operations)
+    for _attempt in range(2):  # a second round lets an object whose parent failed first now succeed
+        failed: list[tuple[Operation, str]] = []
+        for op in pending:
+            table = tables[op.table]
+            try:
+                with savepoint(conn):
+                    conn.execute(text(_statement(op, table, dialect)), _params(op, table, dialect))
+                result.applied += 1
+            except _Unapplicable as exc:
+                failed.append((op, str(exc)))
+            except SQLAlchemyError as exc:
+                failed.append((op, f"the database refused {op.kind} on {op.table}: {_first_line(exc)}"))
+        if len(failed) in (0, len(pending)):
+            result.failed = failed
+            break
+        pending = [op for op, _ in failed]
+        result.failed = failed
+    return result
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).splitlines()[0]

@@ -1,0 +1,165 @@
+"""The capture contract: what a database dialect provides so that changes are logged inside the database.
+
+Capture lives in the database: triggers on every synced table write each insert, update and delete into
+``_sync_capture`` in the same transaction as the change, whoever writes it. A dialect knows how to create
+the sync tables, install and drop those triggers, silence them while remote changes are applied, open the
+kind of transaction sync needs, and turn decoded values into what its columns hold. The rest of the
+package speaks only to this interface, so SQLite and PostgreSQL sit side by side.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine
+
+ValueKind = Literal[
+    "any", "bool", "int", "float", "text", "bytes", "date", "datetime", "datetime_tz", "decimal", "uuid", "json"
+]
+
+LOG_TABLE = "_sync_log"
+CAPTURE_TABLE = "_sync_capture"
+STATE_TABLE = "_sync_state"
+TABLES_TABLE = "_sync_tables"
+QUARANTINE_TABLE = "_sync_quarantine"
+SYNC_TABLES = (LOG_TABLE, CAPTURE_TABLE, STATE_TABLE, TABLES_TABLE, QUARANTINE_TABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnInfo:
+    """A synced column: its name, declared type and the value kind the codec uses for it."""
+
+    name: str
+    type: str
+    kind: ValueKind = "any"
+    nullable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    """A synced table as reflected when sync was enabled. The only source of names that reach SQL."""
+
+    name: str
+    columns: tuple[ColumnInfo, ...]
+    pk: tuple[str, ...]
+
+    @property
+    def value_columns(self) -> tuple[ColumnInfo, ...]:
+        """Columns outside the primary key: the ones a create or modify entry carries."""
+        return tuple(c for c in self.columns if c.name not in self.pk)
+
+    @property
+    def pk_columns(self) -> tuple[ColumnInfo, ...]:
+        by_name = {c.name: c for c in self.columns}
+        return tuple(by_name[name] for name in self.pk)
+
+    def column(self, name: str) -> ColumnInfo | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "columns": [[c.name, c.type, c.kind, c.nullable] for c in self.columns],
+            "pk": list(self.pk),
+        }
+
+    @classmethod
+    def from_json(cls, name: str, data: Mapping[str, Any]) -> TableInfo:
+        columns = tuple(ColumnInfo(n, t, k, bool(nullable)) for n, t, k, nullable in data["columns"])
+        return cls(name, columns, tuple(data["pk"]))
+
+
+def quote(identifier: str) -> str:
+    """Quote an SQL identifier (both dialects use double quotes, doubled inside)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    """Quote an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+class CaptureDialect(ABC):
+    """One database family's capture, silencing, transactions and value conversion."""
+
+    name: str
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @abstractmethod
+    def create_sync_tables(self, conn: Connection) -> None:
+        """Create the ``_sync_*`` tables if missing (idempotent)."""
+
+    @abstractmethod
+    def reflect_table(self, conn: Connection, name: str) -> TableInfo:
+        """Read a table's columns and key; raise ``UnsuitableTableError`` if it cannot be synced."""
+
+    @abstractmethod
+    def install_triggers(self, conn: Connection, table: TableInfo) -> None:
+        """Install (or replace) the capture triggers of ``table``."""
+
+    @abstractmethod
+    def drop_triggers(self, conn: Connection, table_name: str) -> None:
+        """Remove the capture triggers of ``table_name``; the table and its data stay untouched."""
+
+    @abstractmethod
+    def capture_existing_rows(self, conn: Connection, table: TableInfo) -> None:
+        """Log every row already in ``table`` as a create, so existing data reaches the other devices."""
+
+    @abstractmethod
+    def silence(self, conn: Connection) -> None:
+        """Silence capture for the rest of the current transaction (remote changes are being applied)."""
+
+    @abstractmethod
+    def unsilence(self, conn: Connection) -> None:
+        """Undo :meth:`silence` before the transaction commits."""
+
+    @contextmanager
+    @abstractmethod
+    def transaction(self, *, write: bool = True) -> Iterator[Connection]:
+        """A connection inside one transaction that commits on success and rolls back on error."""
+
+    @abstractmethod
+    def to_db(self, column: ColumnInfo, value: Any) -> Any:
+        """Turn a decoded wire value into the parameter ``column`` should receive.
+
+        Raise ``ValueError`` when the column cannot hold the value: the entry is set aside, never altered.
+        """
+
+    def lock_rows(self, conn: Connection, table: TableInfo, pks: Sequence[Sequence[Any]]) -> None:
+        """Lock the rows about to be reconciled until the transaction ends (default: nothing to do).
+
+        SQLite's sync transaction already holds the database's only write lock. A server database locks
+        just these rows, so that a concurrent application write either commits (and is captured) before
+        the reconciler reads its history, or waits until the sync transaction is done.
+        """
+
+    def upsert_sql(self, table: TableInfo, columns: Sequence[str]) -> str:
+        """``INSERT ... ON CONFLICT (pk) DO UPDATE`` with named parameters (both dialects accept it)."""
+        cols = [*table.pk, *columns]
+        names = ", ".join(quote(c) for c in cols)
+        params = ", ".join(f":p{i}" for i in range(len(cols)))
+        conflict = ", ".join(quote(c) for c in table.pk)
+        if columns:
+            updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns)
+            action = f"DO UPDATE SET {updates}"
+        else:
+            action = "DO NOTHING"
+        return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({params}) ON CONFLICT ({conflict}) {action}"
+
+
+@contextmanager
+def savepoint(conn: Connection, name: str = "sync_apply") -> Iterator[None]:
+    """A savepoint inside the current transaction, in plain SQL so it works however it was begun."""
+    conn.exec_driver_sql(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+        conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+        raise
+    conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")

@@ -1,0 +1,299 @@
+"""SQLite capture: triggers that log every change into ``_sync_capture`` inside the writer's transaction.
+
+The triggers are plain SQL, so every writer is captured: ``sqlite3``, SQLAlchemy, Django, the ``sqlite3``
+shell. They do as little as possible on the application's write path (one row into a table with no
+secondary index); stamping entries with the hybrid logical clock happens later, when sync runs.
+
+Silencing: while remote changes are applied, the sync transaction puts a row into ``_sync_apply`` and
+removes it before committing. SQLite has one writer at a time, so no other connection can write while that
+row exists, and nobody ever sees it committed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import Engine
+
+from ..errors import UnsuitableTableError
+from .base import (
+    CAPTURE_TABLE,
+    LOG_TABLE,
+    QUARANTINE_TABLE,
+    STATE_TABLE,
+    TABLES_TABLE,
+    CaptureDialect,
+    ColumnInfo,
+    TableInfo,
+    ValueKind,
+    literal,
+    quote,
+)
+
+APPLY_FLAG_TABLE = "_sync_apply"
+WALL_MS_SQL = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+_ARGS_PER_CALL = 60  # SQLite functions take at most 127 arguments
+_UNCHANGED = "'$.\"#unchanged#\"'"
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS {CAPTURE_TABLE} (
+    seq INTEGER PRIMARY KEY,
+    tbl TEXT NOT NULL,
+    pk TEXT NOT NULL,
+    op TEXT NOT NULL,
+    value TEXT,
+    wall_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
+    seq INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    hlc INTEGER NOT NULL,
+    tbl TEXT NOT NULL,
+    pk TEXT NOT NULL,
+    op TEXT NOT NULL,
+    value TEXT,
+    shared_on INTEGER NOT NULL DEFAULT 0,
+    upload_batch TEXT,
+    needs_integration INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (device_id, hlc)
+);
+CREATE INDEX IF NOT EXISTS {LOG_TABLE}_object ON {LOG_TABLE} (tbl, pk);
+CREATE INDEX IF NOT EXISTS {LOG_TABLE}_pending ON {LOG_TABLE} (needs_integration) WHERE needs_integration = 1;
+CREATE INDEX IF NOT EXISTS {LOG_TABLE}_unshared ON {LOG_TABLE} (hlc) WHERE shared_on = 0;
+CREATE TABLE IF NOT EXISTS {STATE_TABLE} (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (name TEXT PRIMARY KEY, info TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} (
+    id INTEGER PRIMARY KEY,
+    direction TEXT NOT NULL,
+    device_id TEXT,
+    hlc INTEGER,
+    tbl TEXT,
+    pk TEXT,
+    payload TEXT,
+    reason TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {APPLY_FLAG_TABLE} (flag INTEGER);
+"""
+
+
+def value_kind(declared: str) -> ValueKind:
+    """The codec kind for a column, from its declared type (SQLite's own affinity rules, extended)."""
+    t = declared.upper()
+    rules: list[tuple[str, ValueKind]] = [
+        ("BOOL", "bool"),
+        ("DATETIME", "datetime"),
+        ("TIMESTAMP", "datetime"),
+        ("DATE", "date"),
+        ("DECIMAL", "decimal"),
+        ("NUMERIC", "decimal"),
+        ("UUID", "uuid"),
+        ("JSON", "json"),
+        ("BLOB", "bytes"),
+    ]
+    return next((kind for word, kind in rules if word in t), "any")
+
+
+def value_sql(ref: str, kind: ValueKind) -> str:
+    """SQL giving the wire encoding of the value ``ref`` (e.g. ``NEW."price"``) of a column of ``kind``."""
+    whens = [f"WHEN 'blob' THEN json_object('$bytes', lower(hex({ref})))"]
+    whens.append(
+        f"WHEN 'real' THEN CASE WHEN abs({ref}) <= 1.7976931348623157e308 THEN {ref} "
+        f"ELSE json_object('$float', CASE WHEN {ref} > 0 THEN 'inf' ELSE '-inf' END) END"
+    )
+    tag = {"date": "$date", "datetime": "$datetime", "decimal": "$decimal", "uuid": "$uuid"}.get(kind)
+    if tag:
+        whens.append(f"WHEN 'text' THEN json_object('{tag}', {ref})")
+    elif kind == "json":
+        whens.append(
+            f"WHEN 'text' THEN CASE WHEN json_valid({ref}) THEN json_object('$json', json({ref})) "
+            f"ELSE {ref} END"
+        )
+    elif kind == "bool":
+        whens.append(f"WHEN 'integer' THEN json(CASE WHEN {ref} THEN 'true' ELSE 'false' END)")
+    return f"CASE typeof({ref}) {' '.join(whens)} ELSE {ref} END"
+
+
+def _json_object_sql(pairs: Sequence[tuple[str, str]]) -> str:
+    """``json_object`` over (key, value SQL) pairs, chained through ``json_insert`` past the argument cap."""
+    head, rest = pairs[:_ARGS_PER_CALL], pairs[_ARGS_PER_CALL:]
+    sql = "json_object(" + ", ".join(f"{literal(k)}, {v}" for k, v in head) + ")"
+    for i in range(0, len(rest), _ARGS_PER_CALL):
+        chunk = rest[i : i + _ARGS_PER_CALL]
+        sql = f"json_insert({sql}, " + ", ".join(f"{literal(_path(k))}, {v}" for k, v in chunk) + ")"
+    return sql
+
+
+def _json_remove_sql(obj: str, paths: Sequence[str]) -> str:
+    for i in range(0, len(paths), _ARGS_PER_CALL):
+        obj = f"json_remove({obj}, " + ", ".join(paths[i : i + _ARGS_PER_CALL]) + ")"
+    return obj
+
+
+def _path(column: str) -> str:
+    return '$."' + column.replace('"', '\\"') + '"'
+
+
+def row_object_sql(table: TableInfo, row: str) -> str:
+    """JSON object of every non-key column of ``row`` (``NEW``, ``OLD`` or the table itself)."""
+    return _json_object_sql(
+        [(c.name, value_sql(f"{row}.{quote(c.name)}", c.kind)) for c in table.value_columns]
+    )
+
+
+def pk_sql(table: TableInfo, row: str) -> str:
+    return "json_array(" + ", ".join(value_sql(f"{row}.{quote(c.name)}", c.kind) for c in table.pk_columns) + ")"
+
+
+def trigger_names(table_name: str) -> tuple[str, str, str]:
+    return tuple(f"_sync_{table_name}_{op}" for op in ("insert", "update", "delete"))  # type: ignore[return-value]
+
+
+def trigger_sql(table: TableInfo) -> list[str]:
+    """The three ``CREATE TRIGGER`` statements that capture ``table``."""
+    t, name = quote(table.name), literal(table.name)
+    ins, upd, dele = (quote(n) for n in trigger_names(table.name))
+    when = f"WHEN NOT EXISTS (SELECT 1 FROM {APPLY_FLAG_TABLE})"
+    into = f"INSERT INTO {CAPTURE_TABLE} (tbl, pk, op, value, wall_ms)"
+    key_changed = " OR ".join(f"OLD.{quote(c)} IS NOT NEW.{quote(c)}" for c in table.pk)
+    cols = table.value_columns
+    modify = ""
+    if cols:
+        paths = [
+            f"CASE WHEN OLD.{quote(c.name)} IS NEW.{quote(c.name)} THEN {literal(_path(c.name))} "
+            f"ELSE {_UNCHANGED} END"
+            for c in cols
+        ]
+        changed = " OR ".join(f"OLD.{quote(c.name)} IS NOT NEW.{quote(c.name)}" for c in cols)
+        modify = (
+            f"{into} SELECT {name}, {pk_sql(table, 'NEW')}, 'modify', "
+            f"{_json_remove_sql(row_object_sql(table, 'NEW'), paths)}, {WALL_MS_SQL} "
+            f"WHERE NOT ({key_changed}) AND ({changed});"
+        )
+    return [
+        f"CREATE TRIGGER {ins} AFTER INSERT ON {t} {when} BEGIN "
+        f"{into} VALUES ({name}, {pk_sql(table, 'NEW')}, 'create', {row_object_sql(table, 'NEW')}, "
+        f"{WALL_MS_SQL}); END",
+        f"CREATE TRIGGER {upd} AFTER UPDATE ON {t} {when} BEGIN "
+        f"{into} SELECT {name}, {pk_sql(table, 'OLD')}, 'delete', NULL, {WALL_MS_SQL} WHERE {key_changed}; "
+        f"{into} SELECT {name}, {pk_sql(table, 'NEW')}, 'create', {row_object_sql(table, 'NEW')}, "
+        f"{WALL_MS_SQL} WHERE {key_changed}; "
+        f"{modify} END",
+        f"CREATE TRIGGER {dele} AFTER DELETE ON {t} {when} BEGIN "
+        f"{into} VALUES ({name}, {pk_sql(table, 'OLD')}, 'delete', NULL, {WALL_MS_SQL}); END",
+    ]
+
+
+_NOT_SYNCABLE = re.compile(r"^(_sync_|sqlite_)")
+
+
+class SQLiteCapture(CaptureDialect):
+    """Capture, silencing and value conversion for SQLite files."""
+
+    name = "sqlite"
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        event.listen(engine, "connect", _on_connect)
+
+    def create_sync_tables(self, conn: Connection) -> None:
+        for statement in DDL.split(";"):
+            if statement.strip():
+                conn.exec_driver_sql(statement)
+
+    def reflect_table(self, conn: Connection, name: str) -> TableInfo:
+        if _NOT_SYNCABLE.match(name):
+            raise UnsuitableTableError(f"table {name!r} belongs to sync or SQLite itself and cannot be synced")
+        rows = conn.exec_driver_sql(f"PRAGMA table_info({quote(name)})").all()
+        if not rows:
+            raise UnsuitableTableError(
+                f"there is no table {name!r} in this database", hint="create it first, or check the name"
+            )
+        columns = tuple(ColumnInfo(r[1], r[2] or "", value_kind(r[2] or ""), not r[3]) for r in rows)
+        pk = tuple(r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5]))
+        if not pk:
+            raise UnsuitableTableError(
+                f"table {name!r} has no primary key, so its rows cannot be matched across devices",
+                hint="give it a TEXT primary key filled with storex_sync_firestore.uuid7() "
+                "or the column default storex_sync_firestore.SQLITE_UUID7_DEFAULT",
+            )
+        without_rowid = conn.exec_driver_sql(
+            "SELECT sql LIKE '%WITHOUT ROWID%' FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).scalar()
+        if len(pk) == 1 and columns_by_name(columns)[pk[0]].type.upper() == "INTEGER" and not without_rowid:
+            raise UnsuitableTableError(
+                f"table {name!r} has an auto-incremented integer primary key ({pk[0]!r}): two devices would "
+                "both number their new rows 1, 2, 3 ... and overwrite each other's rows when they sync",
+                hint="use a globally unique TEXT key, filled by storex_sync_firestore.uuid7() or by "
+                "the column default storex_sync_firestore.SQLITE_UUID7_DEFAULT",
+            )
+        return TableInfo(name, columns, pk)
+
+    def install_triggers(self, conn: Connection, table: TableInfo) -> None:
+        self.drop_triggers(conn, table.name)
+        for statement in trigger_sql(table):
+            conn.exec_driver_sql(statement)
+
+    def drop_triggers(self, conn: Connection, table_name: str) -> None:
+        for trigger in trigger_names(table_name):
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote(trigger)}")
+
+    def capture_existing_rows(self, conn: Connection, table: TableInfo) -> None:
+        t = quote(table.name)
+        conn.exec_driver_sql(
+            f"INSERT INTO {CAPTURE_TABLE} (tbl, pk, op, value, wall_ms) "
+            f"SELECT {literal(table.name)}, {pk_sql(table, t)}, 'create', {row_object_sql(table, t)}, "
+            f"{WALL_MS_SQL} FROM {t}"
+        )
+
+    def silence(self, conn: Connection) -> None:
+        conn.exec_driver_sql(f"INSERT INTO {APPLY_FLAG_TABLE} (flag) VALUES (1)")
+
+    def unsilence(self, conn: Connection) -> None:
+        conn.exec_driver_sql(f"DELETE FROM {APPLY_FLAG_TABLE}")
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Connection]:
+        # pysqlite's implicit transactions are switched off (AUTOCOMMIT) so that we choose BEGIN IMMEDIATE:
+        # a sync transaction takes the write lock up front instead of failing to upgrade a read lock.
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
+
+    def to_db(self, column: ColumnInfo, value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            raise ValueError(f"SQLite cannot store NaN in column {column.name!r}")
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, datetime):
+            return value.isoformat(sep=" ")
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, Decimal | uuid.UUID):
+            return str(value)
+        if isinstance(value, dict | list):
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return value
+
+
+def columns_by_name(columns: Sequence[ColumnInfo]) -> dict[str, ColumnInfo]:
+    return {c.name: c for c in columns}
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Wait for another writer (the application) instead of failing at once with "database is locked".
+    dbapi_connection.execute("PRAGMA busy_timeout = 30000")

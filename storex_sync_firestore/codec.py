@@ -1,0 +1,149 @@
+"""How values and entries cross the log: JSON, with explicit tags for what JSON lacks.
+
+A column value travels as plain JSON when JSON can hold it (null, booleans, integers, finite floats,
+text), and otherwise as a one-key object naming its type::
+
+    {"$bytes": "<hex>"}   {"$date": "2024-05-01"}   {"$datetime": "2024-05-01T10:00:00+02:00"}
+    {"$decimal": "19.90"} {"$uuid": "..."}          {"$json": <any JSON>}   {"$float": "nan"|"inf"|"-inf"}
+
+The same encoding is produced by the SQLite and PostgreSQL capture triggers and read by every apply
+stage, which is what lets a SQLite database and a PostgreSQL database sync with each other. Text is never
+guessed to be a date (the original revived every date-looking string).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+from .errors import InvalidEntryError
+from .models import OPS, Json, LogEntry
+
+TAGS = frozenset({"$bytes", "$date", "$datetime", "$decimal", "$uuid", "$json", "$float"})
+
+
+def dumps(value: Any) -> str:
+    """Canonical compact JSON: the same text for the same value on every device and backend."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def encode_value(value: Any) -> Json:
+    """Python value -> wire JSON."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"$float": str(value)}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes": bytes(value).hex()}
+    if isinstance(value, datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
+    if isinstance(value, uuid.UUID):
+        return {"$uuid": str(value)}
+    if isinstance(value, dict | list):
+        return {"$json": value}
+    raise TypeError(f"cannot encode a {type(value).__name__} for the sync log")
+
+
+def decode_value(value: Json) -> Any:
+    """Wire JSON -> Python value. Raises ``InvalidEntryError`` for anything malformed."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((tag, raw),) = value.items()
+        try:
+            return _DECODERS[tag](raw)
+        except KeyError:
+            raise InvalidEntryError(f"unknown value tag {tag!r}") from None
+        except (ValueError, TypeError, InvalidOperation, AttributeError) as exc:
+            raise InvalidEntryError(f"cannot decode {tag} value {raw!r}: {exc}") from exc
+    raise InvalidEntryError(f"a column value must be a JSON scalar or a tagged object, not {value!r}")
+
+
+def _decode_float(raw: str) -> float:
+    if raw not in ("nan", "inf", "-inf"):
+        raise ValueError("expected nan, inf or -inf")
+    return float(raw)
+
+
+def _decode_json(raw: Any) -> Any:
+    return raw
+
+
+_DECODERS = {
+    "$bytes": bytes.fromhex,
+    "$date": date.fromisoformat,
+    "$datetime": datetime.fromisoformat,
+    "$decimal": lambda raw: Decimal(_str(raw)),
+    "$uuid": lambda raw: uuid.UUID(_str(raw)),
+    "$json": _decode_json,
+    "$float": _decode_float,
+}
+
+
+def _str(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise TypeError("expected a string")
+    return raw
+
+
+class Serializer(Protocol):
+    """Turns an entry's payload into the text stored in the shared log, and back.
+
+    Swap it to add end-to-end encryption or compression; the default is compact JSON. ``loads`` must
+    raise ``ValueError`` (or ``InvalidEntryError``) for text it cannot read, so the entry is set aside.
+    """
+
+    def dumps(self, payload: Mapping[str, Any]) -> str: ...
+
+    def loads(self, text: str) -> Mapping[str, Any]: ...
+
+
+class JsonSerializer:
+    """The default serializer: ``{"op": ..., "table": ..., "pk": [...], "value": {...}}`` as compact JSON."""
+
+    def dumps(self, payload: Mapping[str, Any]) -> str:
+        return dumps(payload)
+
+    def loads(self, text: str) -> Mapping[str, Any]:
+        loaded = json.loads(text)
+        if not isinstance(loaded, dict):
+            raise InvalidEntryError("an entry payload must be a JSON object")
+        return loaded
+
+
+def entry_payload(entry: LogEntry) -> dict[str, Any]:
+    """The part of an entry that the serializer turns into text (device and clock travel beside it)."""
+    payload: dict[str, Any] = {"op": entry.op, "table": entry.table, "pk": list(entry.pk)}
+    if entry.value is not None:
+        payload["value"] = dict(entry.value)
+    return payload
+
+
+def entry_from_payload(payload: Mapping[str, Any], *, device_id: str, hlc: int) -> LogEntry:
+    """Check the shape of a received payload and build the entry. Names are checked later (validate)."""
+    op, table, pk, value = (payload.get(k) for k in ("op", "table", "pk", "value"))
+    if op not in OPS:
+        raise InvalidEntryError(f"unknown operation {op!r}")
+    if not isinstance(table, str) or not table:
+        raise InvalidEntryError("the entry names no table")
+    if not isinstance(pk, list) or not pk:
+        raise InvalidEntryError(f"the entry's key must be a non-empty list, not {pk!r}")
+    if op == "delete":
+        value = None
+    elif not isinstance(value, dict):
+        raise InvalidEntryError(f"a {op} entry needs an object of column values")
+    extra = set(payload) - {"op", "table", "pk", "value"}
+    if extra:
+        raise InvalidEntryError(f"unexpected fields in the entry: {sorted(extra)}")
+    return LogEntry(device_id, hlc, table, tuple(pk), op, value, needs_integration=True)

@@ -1,0 +1,131 @@
+"""A database with sync enabled: its capture dialect, its synced tables and its sync state.
+
+``SyncedDatabase`` is what the rest of the package holds: ``enable_sync`` installs capture on tables, and
+the state table remembers the device id, user and shared log, so a CLI run or an application restart
+picks up where the last sync ended.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, text
+
+from .capture import CaptureDialect, TableInfo, capture_for
+from .capture.base import STATE_TABLE, TABLES_TABLE
+from .clock import HybridLogicalClock
+from .errors import ConfigurationError
+
+
+class SyncedDatabase:
+    """An application database (SQLAlchemy URL or Engine) whose tables are kept in sync."""
+
+    def __init__(self, db: str | Engine) -> None:
+        self.engine = create_engine(db) if isinstance(db, str) else db
+        self.dialect: CaptureDialect = capture_for(self.engine)
+        self._tables: dict[str, TableInfo] | None = None
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Connection]:
+        """One transaction on the database (SQLite: ``BEGIN IMMEDIATE`` when writing)."""
+        with self.dialect.transaction(write=write) as conn:
+            yield conn
+
+    def enable_sync(self, tables: Sequence[str]) -> list[TableInfo]:
+        """Install capture on ``tables``. Idempotent; rows already present are logged as creates once.
+
+        Raises ``UnsuitableTableError`` (and changes nothing) if any table cannot be synced, for example
+        because its key is an auto-incremented integer.
+        """
+        with self.transaction() as conn:
+            self.dialect.create_sync_tables(conn)
+            known = self._load_tables(conn)
+            infos = [self.dialect.reflect_table(conn, name) for name in tables]
+            for info in infos:
+                self.dialect.install_triggers(conn, info)
+                if info.name not in known:
+                    self.dialect.capture_existing_rows(conn, info)
+                conn.execute(
+                    text(f"DELETE FROM {TABLES_TABLE} WHERE name = :n"), {"n": info.name}
+                )
+                conn.execute(
+                    text(f"INSERT INTO {TABLES_TABLE} (name, info) VALUES (:n, :i)"),
+                    {"n": info.name, "i": json.dumps(info.as_json())},
+                )
+        self._tables = None
+        return infos
+
+    def disable_sync(self, tables: Sequence[str] | None = None) -> None:
+        """Remove capture from ``tables`` (default: all). The tables and their data stay as they are."""
+        with self.transaction() as conn:
+            names = list(self._load_tables(conn)) if tables is None else list(tables)
+            for name in names:
+                self.dialect.drop_triggers(conn, name)
+                conn.execute(text(f"DELETE FROM {TABLES_TABLE} WHERE name = :n"), {"n": name})
+        self._tables = None
+
+    def is_initialized(self) -> bool:
+        """True once ``enable_sync`` has run on this database."""
+        from sqlalchemy import inspect
+
+        return inspect(self.engine).has_table(STATE_TABLE)
+
+    def synced_tables(self) -> dict[str, TableInfo]:
+        """The synced tables by name, as reflected when sync was enabled (cached)."""
+        if self._tables is None:
+            with self.transaction(write=False) as conn:
+                self._tables = self._load_tables(conn)
+        return self._tables
+
+    @staticmethod
+    def _load_tables(conn: Connection) -> dict[str, TableInfo]:
+        rows = conn.execute(text(f"SELECT name, info FROM {TABLES_TABLE} ORDER BY name")).all()
+        return {name: TableInfo.from_json(name, json.loads(info)) for name, info in rows}
+
+    # --- sync state: device id, user, log, clock ---------------------------------------------------
+
+    @staticmethod
+    def get_state(conn: Connection, key: str) -> Any:
+        raw = conn.execute(text(f"SELECT value FROM {STATE_TABLE} WHERE key = :k"), {"k": key}).scalar()
+        return None if raw is None else json.loads(raw)
+
+    @staticmethod
+    def set_state(conn: Connection, key: str, value: Any) -> None:
+        conn.execute(text(f"DELETE FROM {STATE_TABLE} WHERE key = :k"), {"k": key})
+        conn.execute(
+            text(f"INSERT INTO {STATE_TABLE} (key, value) VALUES (:k, :v)"), {"k": key, "v": json.dumps(value)}
+        )
+
+    def state(self) -> dict[str, Any]:
+        """All sync state as a dict (device_id, user_id, log, clock, last_sync ...)."""
+        if not self.is_initialized():
+            return {}
+        with self.transaction(write=False) as conn:
+            rows = conn.execute(text(f"SELECT key, value FROM {STATE_TABLE}")).all()
+        return {k: json.loads(v) for k, v in rows}
+
+    def update_state(self, **values: Any) -> None:
+        with self.transaction() as conn:
+            for key, value in values.items():
+                self.set_state(conn, key, value)
+
+    def device_id(self, conn: Connection) -> str:
+        """This database's device id; raises with a hint when ``init`` has not registered one."""
+        device_id = self.get_state(conn, "device_id")
+        if not device_id:
+            raise ConfigurationError(
+                "this database has no sync device id yet",
+                hint="run 'storex-sync init' (or register_device()) first",
+            )
+        return str(device_id)
+
+    def load_clock(self, conn: Connection, clock: HybridLogicalClock) -> HybridLogicalClock:
+        """Restore the persisted clock position into ``clock`` (which carries the time source)."""
+        clock.last = max(clock.last, int(self.get_state(conn, "clock") or 0))
+        return clock
+
+    def save_clock(self, conn: Connection, clock: HybridLogicalClock) -> None:
+        self.set_state(conn, "clock", clock.last)

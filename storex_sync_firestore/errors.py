@@ -1,0 +1,77 @@
+"""Every error this package raises, in one place.
+
+::
+
+    SyncError                      base; .hint says what to do, .transient whether a retry may help
+     +-- ConfigurationError        the database or the log is not set up for sync (run ``init``)
+     |    +-- UnsuitableTableError a table cannot be synced as it is (key, missing table)
+     +-- ClockDriftError           a remote timestamp lies implausibly far in the future
+     +-- InvalidEntryError         an entry from the shared log is malformed or names unsynced data
+     +-- DoubleCreateError         two devices created the same key and merging is switched off
+     +-- SharedLogError            the shared log failed
+          +-- TransientSharedLogError   the network or the service is busy: retried, then raised
+          +-- PermanentSharedLogError   permission, invalid argument, size limit: retrying cannot help
+          +-- EntryTooLargeError        one entry does not fit into a shared-log document
+          +-- UnknownDeviceError        the log does not know this device id
+
+Foreign exceptions (google.api_core, grpc, OS) are translated at the backend edge and kept as
+``__cause__``; above that line only these types exist.
+"""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """Base class. ``hint`` names the fix; ``transient`` tells retry logic whether trying again may help."""
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base} ({self.hint})" if self.hint else base
+
+
+class ConfigurationError(SyncError):
+    """The database or the shared log is not set up the way sync needs."""
+
+
+class UnsuitableTableError(ConfigurationError):
+    """A table cannot be synced as it is, for example because its key is auto-incremented."""
+
+
+class ClockDriftError(SyncError):
+    """A timestamp from another device is too far in the future to trust."""
+
+
+class InvalidEntryError(SyncError):
+    """An entry from the shared log is malformed, or names a table or column that is not synced."""
+
+
+class DoubleCreateError(SyncError):
+    """Two devices created the same primary key while ``double_create="error"``."""
+
+
+class SharedLogError(SyncError):
+    """The shared log failed."""
+
+
+class TransientSharedLogError(SharedLogError):
+    """The shared log is unreachable or busy; retried with back-off before this is raised."""
+
+    transient = True
+
+
+class PermanentSharedLogError(SharedLogError):
+    """The shared log refused the request for a reason that retrying cannot fix."""
+
+
+class EntryTooLargeError(PermanentSharedLogError):
+    """One entry alone is larger than a shared-log document may be."""
+
+
+class UnknownDeviceError(SharedLogError):
+    """The shared log has no record of this device id."""

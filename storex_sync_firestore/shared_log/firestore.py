@@ -1,0 +1,337 @@
+"""The shared log on Cloud Firestore: device registry, packed batch documents, per-device read markers.
+
+Layout and packing are in ``firestore_layout``, the read-marker algorithm in ``firestore_marker`` (both
+pure); this module does the I/O. Every Firestore call goes through :meth:`FirestoreSharedLog._call`, which
+applies the retry policy (the client's own retry is off: ``retry=None``) and translates foreign exceptions
+in one place, :func:`translate_errors`.
+
+Cost, in billed document operations (counted in ``stats`` and in the returned values):
+
+* ``write_entries``: one write per packed document (thousands of small entries per document);
+* ``get_unsynced_entries``: the device document, plus one per batch document returned (an empty query is
+  billed as one read);
+* ``mark_as_seen``: one write, and none when the marker did not move.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
+
+from ..errors import PermanentSharedLogError, SharedLogError, TransientSharedLogError, UnknownDeviceError
+from ..models import DeviceInfo, SharedEntry, UnsyncedUpdate, WriteResult
+from ..retry import DEFAULT_POLICY, NO_RETRY, RetryPolicy, is_transient
+from . import firestore_layout as layout
+from .base import SharedSyncLog
+from .firestore_marker import Marker, Position, advance
+
+T = TypeVar("T")
+_DEFAULT: Any = object()
+
+
+@contextlib.contextmanager
+def translate_errors(operation: str) -> Iterator[None]:
+    """Turn google.api_core / grpc / OS errors into this package's errors, keeping them as ``__cause__``."""
+    try:
+        yield
+    except SharedLogError:
+        raise
+    except gexc.PermissionDenied as exc:
+        raise PermanentSharedLogError(
+            f"Firestore denied {operation}: {exc.message}",
+            hint="deploy firestore.rules and sign in as the log's user (request.auth.uid == userId)",
+        ) from exc
+    except gexc.Unauthenticated as exc:
+        raise PermanentSharedLogError(
+            f"Firestore could not authenticate {operation}: {exc.message}",
+            hint="refresh the ID token or check the service-account credentials",
+        ) from exc
+    except gexc.InvalidArgument as exc:
+        raise PermanentSharedLogError(
+            f"Firestore rejected {operation} as invalid: {exc.message}",
+            hint="a document or request over Firestore's limits is a bug in packing; please report it",
+        ) from exc
+    except gexc.FailedPrecondition as exc:
+        raise PermanentSharedLogError(
+            f"Firestore refused {operation}: {exc.message}",
+            hint="if it names a missing index, deploy firestore.indexes.json (firebase deploy --only firestore)",
+        ) from exc
+    except Exception as exc:
+        if is_transient(exc):
+            raise TransientSharedLogError(
+                f"Firestore unavailable for {operation} ({type(exc).__name__}: {exc}), gave up retrying",
+                hint="check the network; the next sync resumes where this one stopped",
+            ) from exc
+        if isinstance(exc, gexc.GoogleAPICallError):
+            raise PermanentSharedLogError(f"Firestore failed {operation}: {exc.message}") from exc
+        raise
+
+
+@dataclass
+class FirestoreStats:
+    """Running totals of billed document operations and of retries, for cost checks and monitoring."""
+
+    documents_read: int = 0
+    documents_written: int = 0
+    commits: int = 0
+    queries: int = 0
+    retries: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """What ``mark_as_seen`` needs: the marker as read, the marker to store, and the doc's update time."""
+
+    old: Marker
+    new: Marker
+    device_update_time: datetime | None
+
+
+class FirestoreSharedLog(SharedSyncLog):
+    """Shared log in Firestore under ``{root}/{userId}/...``; see ``firestore_layout`` for the layout.
+
+    ``retry``: omitted = :data:`DEFAULT_POLICY`, ``None`` = one attempt, or a :class:`RetryPolicy`.
+    ``timeout``: seconds per Firestore call. ``settle_time``: how long after its ``sharedOn`` a commit is
+    assumed to be visible (see ``firestore_marker``); keep it above the commit deadline (``timeout``).
+    ``page_docs``: most batch documents read per ``get_unsynced_entries`` call (bounds memory).
+    """
+
+    max_batch_bytes: int | None = layout.MAX_BATCH_BYTES
+    max_entry_bytes: int | None = layout.MAX_ENTRY_BYTES
+
+    def __init__(
+        self,
+        client: firestore.Client,
+        *,
+        root: str = layout.DEFAULT_ROOT,
+        retry: RetryPolicy | None = _DEFAULT,
+        timeout: float | None = 20.0,
+        settle_time: timedelta = timedelta(seconds=30),
+        page_docs: int = 32,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.root = layout.validate_id("root collection", root)
+        self.retry = DEFAULT_POLICY if retry is _DEFAULT else (retry or NO_RETRY)
+        self.timeout = timeout
+        self.settle_time = settle_time
+        self.page_docs = page_docs
+        self.stats = FirestoreStats()
+        self._sleep = sleep
+
+    # ---- plumbing ----
+
+    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        """Run one Firestore call under the retry policy, translating errors at this single edge."""
+        kwargs: dict[str, Any] = {"on_retry": lambda _state: self.stats.add(retries=1)}
+        if self._sleep is not None:
+            kwargs["sleep"] = self._sleep
+        with translate_errors(operation):
+            return self.retry.call(fn, **kwargs)
+
+    def _device_ref(self, user_id: str, device_id: str) -> Any:
+        return self.client.document(*layout.device_path(self.root, user_id, device_id))
+
+    def _batches(self, user_id: str) -> Any:
+        return self.client.collection(*layout.batches_path(self.root, user_id))
+
+    def _rpc(self) -> dict[str, Any]:
+        return {"retry": None, "timeout": self.timeout}
+
+    # ---- devices ----
+
+    def create_device_id(self, *, user_id: str, shared_until: datetime | None = None) -> str:
+        device_id = uuid.uuid4().hex
+        ref = self._device_ref(user_id, device_id)
+        start = Marker(Position(shared_until) if shared_until is not None else None)
+        body = {
+            layout.F_DEVICE_ID: device_id,
+            layout.F_CREATED_AT: firestore.SERVER_TIMESTAMP,
+            layout.F_SHARED_UNTIL: shared_until,
+            **start.to_fields(),
+        }
+
+        def create() -> None:
+            try:
+                ref.create(body, **self._rpc())
+            except gexc.AlreadyExists:  # a retry of our own create that had landed: the id is a fresh uuid
+                pass
+
+        self._call(f"registering a device for user {user_id!r}", create)
+        self.stats.add(documents_written=1, commits=1)
+        return device_id
+
+    def _get_device(self, user_id: str, device_id: str) -> Any:
+        ref = self._device_ref(user_id, device_id)
+        snap = self._call(f"reading device {device_id!r}", lambda: ref.get(**self._rpc()))
+        self.stats.add(documents_read=1)
+        return snap
+
+    def get_device_info(self, *, user_id: str, device_id: str) -> DeviceInfo | None:
+        if not _valid_id(device_id):
+            return None
+        snap = self._get_device(user_id, device_id)
+        if not snap.exists:
+            return None
+        data = snap.to_dict() or {}
+        return DeviceInfo(user_id, device_id, data.get(layout.F_SHARED_UNTIL), data.get(layout.F_CREATED_AT))
+
+    # ---- writing ----
+
+    def write_entries(self, entries: Sequence[SharedEntry], *, user_id: str, device_id: str) -> WriteResult:
+        if not entries:
+            return WriteResult(0)
+        packed = layout.pack(entries, device_id)
+        layout.check_commit_size(packed)
+        batches = self._batches(user_id)
+        refs = [batches.document(b.doc_id) for b in packed]
+        what = f"writing {len(entries)} entries of device {device_id!r}"
+
+        def commit(todo: list[int]) -> bool:
+            wb = self.client.batch()
+            for i in todo:
+                wb.create(refs[i], packed[i].fields(device_id, firestore.SERVER_TIMESTAMP))
+            try:
+                wb.commit(**self._rpc())
+            except gexc.AlreadyExists:
+                return False
+            return True
+
+        todo = list(range(len(packed)))
+        if not self._call(what, lambda: commit(todo)):
+            # An earlier call (or an attempt whose answer was lost) landed. The commit is atomic and ids are
+            # content digests, so normally every document exists and this is a no-op; write any missing.
+            snaps = self._call(what, lambda: list(self.client.get_all(refs, **self._rpc())))
+            self.stats.add(documents_read=len(refs))
+            existing = {s.id for s in snaps if s.exists}
+            todo = [i for i, b in enumerate(packed) if b.doc_id not in existing]
+            if not todo:
+                return WriteResult(0)
+            if not self._call(what, lambda: commit(todo)):
+                raise PermanentSharedLogError(
+                    f"{what}: batch documents appeared concurrently",
+                    hint="another process shares this device id",
+                )
+        self.stats.add(documents_written=len(todo), commits=1)
+        return WriteResult(len(todo))
+
+    # ---- reading ----
+
+    def get_unsynced_entries(
+        self, *, user_id: str, device_id: str, batch_size: int | None = None
+    ) -> UnsyncedUpdate:
+        snap = self._get_device(user_id, device_id) if _valid_id(device_id) else None
+        if snap is None or not snap.exists:
+            raise UnknownDeviceError(
+                f"the shared log has no device {device_id!r} for user {user_id!r}",
+                hint="register the device again (storex-sync init)",
+            )
+        marker = Marker.from_fields(snap.to_dict() or {})
+        limit = self.page_docs + len(marker.seen)  # seen batches come back too; the page must pass them
+        query = self._unseen_query(user_id, marker).limit(limit)
+        skip = marker.seen_ids
+
+        def run() -> tuple[list[tuple[Any, dict[str, Any]]], bool]:
+            docs: list[tuple[Any, dict[str, Any]]] = []
+            count = 0
+            for doc in query.stream(**self._rpc()):
+                data = doc.to_dict() or {}
+                docs.append((doc, data))
+                if doc.id not in skip:
+                    count += len(data.get(layout.F_HLCS) or ())
+                if batch_size is not None and count >= batch_size:
+                    return docs, True  # stop reading: the rest of the page is not billed
+            return docs, len(docs) >= limit
+
+        docs, cut = self._call(f"reading the log of user {user_id!r}", run)
+        self.stats.add(documents_read=max(1, len(docs)), queries=1)
+        entries: list[SharedEntry] = []
+        for doc, data in docs:
+            writer = data.get(layout.F_DEVICE_ID, "")
+            if doc.id not in skip and writer != device_id:
+                entries.extend(layout.unpack(writer, data))
+        new = marker
+        if docs:
+            consumed = [Position(data[layout.F_SHARED_ON], doc.id) for doc, data in docs]
+            horizon = docs[0][0].read_time - self.settle_time
+            new = advance(marker, consumed, cut=cut, horizon=horizon)
+        memo = _Memo(marker, new, snap.update_time)
+        return UnsyncedUpdate(entries, memo=memo, documents_read=1 + max(1, len(docs)), has_more=cut)
+
+    def _unseen_query(self, user_id: str, marker: Marker) -> Any:
+        """Batches after the marker's settled position, in (sharedOn, __name__) order (layout.QUERIES)."""
+        batches = self._batches(user_id)
+        query = batches.order_by(layout.F_SHARED_ON).order_by(FieldPath.document_id())
+        pos = marker.pos
+        if pos is None:
+            return query
+        if pos.doc_id is None:  # layout.UNSEEN_AFTER_TIME
+            return query.where(filter=firestore.FieldFilter(layout.F_SHARED_ON, ">", pos.ts))
+        cursor = {layout.F_SHARED_ON: pos.ts, FieldPath.document_id(): batches.document(pos.doc_id)}
+        return query.start_after(cursor)  # layout.UNSEEN_AFTER_CURSOR
+
+    def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> None:
+        memo = update.memo
+        if not isinstance(memo, _Memo) or memo.new == memo.old:
+            return  # nothing moved: no write
+        ref = self._device_ref(user_id, device_id)
+        # Only if the marker is still the one this update was computed from: marking an update twice, or an
+        # older update after a newer one, must not move the marker back.
+        option = self.client.write_option(last_update_time=memo.device_update_time)
+
+        def update_marker() -> bool:
+            try:
+                ref.update(memo.new.to_fields(), option=option, **self._rpc())
+            except gexc.FailedPrecondition:
+                return False  # already moved by this update (or a later one)
+            except gexc.NotFound as exc:
+                raise UnknownDeviceError(
+                    f"the shared log has no device {device_id!r} for user {user_id!r}"
+                ) from exc
+            return True
+
+        if self._call(f"moving the read marker of device {device_id!r}", update_marker):
+            self.stats.add(documents_written=1, commits=1)
+
+    def with_options(self, **changes: Any) -> FirestoreSharedLog:
+        """A copy with other options (same client), e.g. ``log.with_options(retry=None)`` in tests."""
+        clone = FirestoreSharedLog(
+            self.client,
+            root=self.root,
+            retry=self.retry,
+            timeout=self.timeout,
+            settle_time=self.settle_time,
+            page_docs=self.page_docs,
+            sleep=self._sleep,
+        )
+        for name, value in changes.items():
+            if name == "retry":
+                value = value or NO_RETRY
+            setattr(clone, name, value)
+        return clone
+
+
+def _valid_id(value: str) -> bool:
+    try:
+        layout.validate_id("id", value)
+    except PermanentSharedLogError:
+        return False
+    return True
+
+
+__all__ = ["FirestoreSharedLog", "FirestoreStats", "translate_errors"]

@@ -1,0 +1,293 @@
+"""``do_sync``: receive, share, reconcile. The only module that knows every stage.
+
+Durability rule: nothing is marked shared, seen or integrated before the other side durably has it.
+
+* receive: entries are validated and committed to the client log (bad ones set aside) *before* the read
+  marker moves, so a crash in between re-delivers, and the unique (device, clock) key ignores repeats;
+* share: the batch is recorded as planned before it is sent and marked shared only after the shared log
+  accepted it, so a crash in between resends exactly the same batch, which the log treats as a no-op;
+* reconcile: the writes and the marking of their entries as integrated commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from . import client_log
+from .clock import HybridLogicalClock, wall_clock_ms
+from .codec import JsonSerializer, Serializer, dumps, entry_from_payload
+from .database import SyncedDatabase
+from .errors import ClockDriftError, InvalidEntryError
+from .events import SyncEvents
+from .models import LogEntry, Operation, SharedEntry, SyncSummary
+from .reconcile import ObjectHistory, Reconciler, reconcile_sync_log
+from .shared_log.base import SharedSyncLog
+from .validate import validate_entry
+from .apply import apply_operations
+
+log = logging.getLogger(__name__)
+
+STAGES = ("receive", "share", "reconcile")
+PostReceive = Callable[[LogEntry], LogEntry | None]
+ContinueSync = Callable[[str], bool]
+Progress = Callable[[str, int], None]
+
+
+@dataclass(slots=True)
+class _Run:
+    db: SyncedDatabase
+    shared_log: SharedSyncLog
+    user_id: str
+    device_id: str
+    clock: HybridLogicalClock
+    summary: SyncSummary
+    events: SyncEvents
+    single_batch: bool
+    continue_sync: ContinueSync | None
+    now_ms: Callable[[], int]
+    progress: Progress | None
+
+    def go_on(self, stage: str) -> bool:
+        """After a batch: keep going? ``single_batch`` stops each stage after one batch (others still run);
+        ``continue_sync`` returning False stops the whole sync."""
+        if self.continue_sync is not None and not self.continue_sync(stage):
+            self.summary.finished = False
+            return False
+        return True
+
+    def report(self, stage: str, count: int) -> None:
+        if self.progress is not None and count:
+            self.progress(stage, count)
+
+
+def do_sync(
+    db: SyncedDatabase,
+    shared_log: SharedSyncLog,
+    *,
+    user_id: str | None = None,
+    device_id: str | None = None,
+    stages: Collection[str] = STAGES,
+    upload_batch_size: int | None = 5_000,
+    upload_batch_byte_limit: int | None = None,
+    download_batch_size: int | None = 5_000,
+    reconcile_batch_size: int = 2_000,
+    single_batch: bool = False,
+    continue_sync: ContinueSync | None = None,
+    pre_send: client_log.PreSend | None = None,
+    post_receive: PostReceive | None = None,
+    serializer: Serializer | None = None,
+    reconciler: Reconciler = reconcile_sync_log,
+    reconciliation_processor: Callable[[Sequence[Operation]], Sequence[Operation]] | None = None,
+    events: SyncEvents | None = None,
+    cleanup_after_reconcile: bool = True,
+    clock: HybridLogicalClock | None = None,
+    now_ms: Callable[[], int] = wall_clock_ms,
+    progress: Progress | None = None,
+) -> SyncSummary:
+    """One sync round of ``db`` through ``shared_log``; returns what it did.
+
+    ``user_id`` and ``device_id`` default to what ``init``/``register_device`` stored in the database.
+    ``upload_batch_byte_limit`` counts real UTF-8 bytes of the serialized entries and defaults to the
+    shared log's ``max_batch_bytes``. ``single_batch`` makes each stage handle one batch;
+    ``continue_sync(stage)`` is asked after every batch and stops the sync when it returns False.
+    ``pre_send``/``post_receive`` may transform an entry or return None: a dropped outgoing entry is
+    withheld (never sent, counted), a dropped incoming one is set aside (kept, never lost).
+    ``cleanup_after_reconcile`` prunes log entries that no future merge needs, keeping tombstones.
+    """
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown sync stages {sorted(unknown)}; choose from {STAGES}")
+    with db.transaction() as conn:
+        device_id = device_id or db.device_id(conn)
+        user_id = user_id or db.get_state(conn, "user_id") or ""
+        run = _Run(
+            db, shared_log, user_id, device_id,
+            db.load_clock(conn, clock or HybridLogicalClock()),
+            SyncSummary(), events or SyncEvents(), single_batch, continue_sync, now_ms, progress,
+        )  # fmt: skip
+        client_log.stamp_pending(conn, run.clock, device_id)
+        db.save_clock(conn, run.clock)
+    serializer = serializer or JsonSerializer()
+    if "receive" in stages:
+        run.summary.stages.append("receive")
+        if not _receive(run, serializer, post_receive, download_batch_size):
+            return run.summary
+    if "share" in stages:
+        run.summary.stages.append("share")
+        byte_limit = upload_batch_byte_limit or shared_log.max_batch_bytes
+        if not _share(run, serializer, pre_send, upload_batch_size, byte_limit):
+            return run.summary
+    if "reconcile" in stages:
+        run.summary.stages.append("reconcile")
+        if not _reconcile(run, reconciler, reconciliation_processor, reconcile_batch_size):
+            return run.summary
+    if cleanup_after_reconcile:
+        with db.transaction() as conn:
+            client_log.prune_all(conn)
+    return run.summary
+
+
+def _decode(
+    run: _Run, shared: SharedEntry, serializer: Serializer, post_receive: PostReceive | None
+) -> LogEntry:
+    try:
+        payload = serializer.loads(shared.data)
+    except (ValueError, TypeError) as exc:
+        raise InvalidEntryError(f"the serializer cannot read the entry: {exc}") from exc
+    entry = entry_from_payload(payload, device_id=shared.device_id, hlc=shared.hlc)
+    if post_receive is not None:
+        processed = post_receive(entry)
+        if processed is None:
+            raise InvalidEntryError("dropped by the post_receive hook")
+        entry = processed
+    validate_entry(entry, run.db.synced_tables())
+    run.clock.check(entry.hlc)
+    return entry
+
+
+def _receive(
+    run: _Run, serializer: Serializer, post_receive: PostReceive | None, batch_size: int | None
+) -> bool:
+    while True:
+        update = run.shared_log.get_unsynced_entries(
+            user_id=run.user_id, device_id=run.device_id, batch_size=batch_size
+        )
+        run.summary.documents_read += update.documents_read
+        good: list[LogEntry] = []
+        bad: list[tuple[SharedEntry, str]] = []
+        for shared in update.entries:
+            if shared.device_id == run.device_id:
+                continue  # our own entry: we have it already
+            try:
+                good.append(_decode(run, shared, serializer, post_receive))
+            except (InvalidEntryError, ClockDriftError) as exc:
+                bad.append((shared, str(exc)))
+        now = run.now_ms()
+        with run.db.transaction() as conn:
+            run.db.load_clock(conn, run.clock)
+            for entry in good:
+                run.clock.receive(entry.hlc)
+            client_log.insert_received(conn, good, now)
+            for shared, reason in bad:
+                client_log.quarantine_raw(conn, shared, reason, now)
+            run.db.save_clock(conn, run.clock)
+        for shared, reason in bad:
+            log.warning("set aside entry %s@%s from the shared log: %s", shared.device_id, shared.hlc, reason)
+        result = run.shared_log.mark_as_seen(update, user_id=run.user_id, device_id=run.device_id)
+        run.summary.documents_written += getattr(result, "documents_written", 0)
+        run.summary.received += len(good)
+        run.summary.set_aside += len(bad)
+        run.report("receive", len(update.entries))
+        if update.entries:
+            run.events.emit("received_shared_entries", entries=good, device_id=run.device_id)
+        if not update.has_more or run.single_batch:
+            return True
+        if not run.go_on("receive"):
+            return False
+
+
+def _share(
+    run: _Run,
+    serializer: Serializer,
+    pre_send: client_log.PreSend | None,
+    batch_size: int | None,
+    byte_limit: int | None,
+) -> bool:
+    while True:
+        with run.db.transaction() as conn:
+            batch = client_log.plan_upload(
+                conn,
+                serializer=serializer,
+                pre_send=pre_send,
+                max_entries=batch_size,
+                max_bytes=byte_limit,
+                max_entry_bytes=run.shared_log.max_entry_bytes,
+                now_ms=run.now_ms(),
+            )
+        if batch is None:
+            return True
+        run.summary.withheld += batch.withheld
+        run.summary.set_aside += batch.set_aside
+        if batch.entries:
+            run.events.emit("sending_shared_entries", entries=batch.entries, device_id=run.device_id)
+            result = run.shared_log.write_entries(batch.entries, user_id=run.user_id, device_id=run.device_id)
+            run.summary.documents_written += result.documents_written
+            run.summary.sent += len(batch.entries)
+            run.report("share", len(batch.entries))
+        with run.db.transaction() as conn:
+            client_log.mark_shared(conn, batch.batch_id, run.now_ms())
+        if run.single_batch:
+            return True
+        if not run.go_on("share"):
+            return False
+
+
+def _reconcile(
+    run: _Run,
+    reconciler: Reconciler,
+    processor: Callable[[Sequence[Operation]], Sequence[Operation]] | None,
+    max_objects: int,
+) -> bool:
+    db = run.db
+    while True:
+        with db.transaction() as conn:
+            histories = client_log.load_histories(conn, max_objects)
+            if not histories:
+                return True
+            tables = db.synced_tables()
+            for table, pks in _by_table(histories).items():
+                db.dialect.lock_rows(conn, tables[table], pks)
+            # Changes the application committed before the locks are now captured: stamp them and read
+            # the histories again, so the reconciler never overwrites a local edit it has not seen.
+            db.load_clock(conn, run.clock)
+            if client_log.stamp_pending(conn, run.clock, run.device_id):
+                histories = client_log.load_objects(conn, [(h.table, dumps(list(h.pk))) for h in histories])
+            db.save_clock(conn, run.clock)
+            run.events.emit("reconciling_entries", histories=histories, device_id=run.device_id)
+            reconciliation = reconciler(histories)
+            operations = list(reconciliation.operations)
+            if processor is not None:
+                operations = list(processor(operations))
+            db.dialect.silence(conn)
+            result = apply_operations(conn, db.dialect, db.synced_tables(), operations)
+            db.dialect.unsilence(conn)
+            reasons = {(c.table, dumps(list(c.pk))): c.reason for c in reconciliation.conflicts}
+            reasons.update({(op.table, dumps(list(op.pk))): why for op, why in result.failed})
+            integrated = _settle(conn, histories, reasons, run.now_ms())
+        run.summary.applied += result.applied
+        run.summary.integrated += integrated
+        run.summary.set_aside += sum(
+            1 for h in histories if (h.table, dumps(list(h.pk))) in reasons for e in h.entries if e.needs_integration
+        )
+        run.report("reconcile", integrated)
+        run.events.emit(
+            "reconciled_entries", histories=histories, operations=operations, device_id=run.device_id
+        )
+        if run.single_batch:
+            return True
+        if not run.go_on("reconcile"):
+            return False
+
+
+def _by_table(histories: Sequence[ObjectHistory]) -> dict[str, list[tuple[object, ...]]]:
+    grouped: dict[str, list[tuple[object, ...]]] = {}
+    for h in histories:
+        grouped.setdefault(h.table, []).append(h.pk)
+    return grouped
+
+
+def _settle(conn: object, histories: Sequence[ObjectHistory], reasons: dict[tuple[str, str], str], now: int) -> int:
+    """Mark applied entries integrated; set aside the new entries of objects that could not be applied."""
+    integrated: list[LogEntry] = []
+    for h in histories:
+        new = [e for e in h.entries if e.needs_integration]
+        reason = reasons.get((h.table, dumps(list(h.pk))))
+        if reason is None:
+            integrated.extend(new)
+            continue
+        log.warning("set aside %d entries for %s %s: %s", len(new), h.table, list(h.pk), reason)
+        client_log.quarantine(conn, new, reason, now_ms=now)  # type: ignore[arg-type]
+        client_log.remove(conn, new)  # type: ignore[arg-type]
+    return client_log.mark_integrated(conn, integrated)  # type: ignore[arg-type]

@@ -1,0 +1,164 @@
+"""firestore.rules, exercised as end users with emulator ID tokens: every allowed and every denied case.
+
+The clients here send ``Bearer <unsigned JWT>`` (``EndUserClient`` overrides the private
+``_rpc_metadata``), so the emulator applies the rules; the owner client used for setup bypasses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from storex_sync_firestore.errors import PermanentSharedLogError
+from storex_sync_firestore.shared_log import firestore_layout as layout
+from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
+from storex_sync_firestore.shared_log.firestore_clients import emulator_id_token, end_user_client
+from storex_sync_firestore.testing.conformance import drain, keys, make_entries
+from storex_sync_firestore.testing.emulator import FirestoreEmulator
+
+RULES = Path(__file__).resolve().parents[1] / "firestore.rules"
+
+
+@pytest.fixture
+def as_user(firestore_emulator: FirestoreEmulator, firestore_project: str) -> Iterator[Callable[..., Any]]:
+    """``as_user("alice", **claims)``: a Firestore client acting as that user, with the repo's rules."""
+    firestore_emulator.set_rules(firestore_project, RULES.read_text())
+    clients: list[Any] = []
+
+    def make(uid: str, **claims: Any) -> Any:
+        client = end_user_client(project=firestore_project, token=emulator_id_token(uid, **claims))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def alice_log(as_user: Callable[..., Any]) -> FirestoreSharedLog:
+    return FirestoreSharedLog(as_user("alice"), retry=None)
+
+
+def denied(fn: Callable[[], Any]) -> None:
+    with pytest.raises(gexc.PermissionDenied):
+        fn()
+
+
+def test_alice_syncs_between_her_devices(alice_log: FirestoreSharedLog) -> None:
+    a = alice_log.create_device_id(user_id="alice")
+    b = alice_log.create_device_id(user_id="alice")
+    batch = make_entries(a, 1, 5)
+    assert alice_log.write_entries(batch, user_id="alice", device_id=a).documents_written == 1
+    assert alice_log.write_entries(batch, user_id="alice", device_id=a).documents_written == 0  # retry no-op
+    assert keys(drain(alice_log, b, user_id="alice")) == keys(batch)
+    assert drain(alice_log, a, user_id="alice") == []
+    info = alice_log.get_device_info(user_id="alice", device_id=b)
+    assert info is not None and info.created_at is not None
+
+
+def test_the_rpc_metadata_override_is_what_makes_rules_apply(
+    as_user: Callable[..., Any], firestore_client: Any
+) -> None:
+    """Guards the one private-API use: the owner client passes, the same call as bob is refused."""
+    path = "storexSync/alice/devices/x"
+    firestore_client.document(path).get()  # owner: rules bypassed
+    denied(lambda: as_user("bob").document(path).get())
+    assert as_user("alice").document(path).get().exists is False  # allowed, just absent
+
+
+def test_bob_can_neither_read_list_write_nor_delete_alices_data(
+    alice_log: FirestoreSharedLog, as_user: Callable[..., Any]
+) -> None:
+    a = alice_log.create_device_id(user_id="alice")
+    alice_log.write_entries(make_entries(a, 1, 3), user_id="alice", device_id=a)
+    batch_id = layout.pack(make_entries(a, 1, 3), a)[0].doc_id
+    bob = as_user("bob")
+    devices = bob.collection("storexSync/alice/devices")
+    batches = bob.collection("storexSync/alice/batches")
+    denied(lambda: devices.document(a).get())
+    denied(lambda: list(devices.stream()))
+    denied(lambda: batches.document(batch_id).get())
+    denied(lambda: list(batches.stream()))
+    denied(lambda: batches.document(batch_id).delete())
+    denied(lambda: devices.document(a).update({"markerTs": None}))
+    denied(lambda: devices.document(a).delete())
+    forged = layout.pack(make_entries(a, 10, 1), a)[0]
+    denied(lambda: batches.document(forged.doc_id).create(forged.fields(a, firestore.SERVER_TIMESTAMP)))
+    # Through the backend, the refusal is a permanent error that names the cause.
+    bob_log = FirestoreSharedLog(bob, retry=None)
+    with pytest.raises(PermanentSharedLogError, match="denied"):
+        bob_log.get_unsynced_entries(user_id="alice", device_id=a)
+    with pytest.raises(PermanentSharedLogError, match="denied"):
+        bob_log.create_device_id(user_id="alice")
+    with pytest.raises(PermanentSharedLogError, match="denied"):
+        bob_log.write_entries(make_entries(a, 20, 1), user_id="alice", device_id=a)
+    # Bob's own log works.
+    assert bob_log.create_device_id(user_id="bob")
+
+
+def test_batches_are_immutable_but_deletable_by_their_owner(
+    alice_log: FirestoreSharedLog, as_user: Callable[..., Any]
+) -> None:
+    a = alice_log.create_device_id(user_id="alice")
+    alice_log.write_entries(make_entries(a, 1, 2), user_id="alice", device_id=a)
+    batch_id = layout.pack(make_entries(a, 1, 2), a)[0].doc_id
+    ref = as_user("alice").collection("storexSync/alice/batches").document(batch_id)
+    denied(lambda: ref.update({"d": ["tampered", "x"]}))
+    denied(lambda: ref.set({"deviceId": a}, merge=True))
+    denied(lambda: ref.set(layout.pack(make_entries(a, 1, 2), a)[0].fields(a, firestore.SERVER_TIMESTAMP)))
+    ref.delete()  # cleanup of the log by its owner is allowed
+
+
+def test_batches_must_be_well_formed_and_from_a_registered_device(
+    alice_log: FirestoreSharedLog, as_user: Callable[..., Any]
+) -> None:
+    a = alice_log.create_device_id(user_id="alice")
+    batches = as_user("alice").collection("storexSync/alice/batches")
+    good = layout.pack(make_entries(a, 1, 2), a)[0]
+    fields = good.fields(a, firestore.SERVER_TIMESTAMP)
+    denied(lambda: batches.document(good.doc_id).create({**fields, "sharedOn": firestore.SERVER_TIMESTAMP, "x": 1}))
+    denied(lambda: batches.document(good.doc_id).create({**fields, "count": 3}))
+    denied(lambda: batches.document("other-" + good.doc_id).create(fields))  # id must start with deviceId
+    ghost = layout.pack(make_entries("ghost", 1, 1), "ghost")[0]
+    denied(lambda: batches.document(ghost.doc_id).create(ghost.fields("ghost", firestore.SERVER_TIMESTAMP)))
+    batches.document(good.doc_id).create(fields)
+
+
+def test_device_records_keep_identity_and_markers_only_move_forward(
+    alice_log: FirestoreSharedLog, as_user: Callable[..., Any]
+) -> None:
+    a = alice_log.create_device_id(user_id="alice")
+    b = alice_log.create_device_id(user_id="alice")
+    alice_log.write_entries(make_entries(a, 1, 2), user_id="alice", device_id=a)
+    drain(alice_log, b, user_id="alice")
+    ref = as_user("alice").collection("storexSync/alice/devices").document(b)
+    denied(lambda: ref.update({"deviceId": "someone-else"}))
+    denied(lambda: ref.update({"createdAt": firestore.SERVER_TIMESTAMP}))
+    denied(lambda: ref.update({"sharedUntil": datetime.now(UTC)}))
+    denied(lambda: ref.update({"markerTs": None, "markerId": None}))  # back to the start of the log
+    denied(lambda: ref.delete())
+    devices = as_user("alice").collection("storexSync/alice/devices")
+    denied(lambda: devices.document("forged").create({"deviceId": "other", "markerSeen": []}))
+
+
+def test_a_device_token_may_move_only_its_own_marker(
+    alice_log: FirestoreSharedLog, as_user: Callable[..., Any]
+) -> None:
+    """With a per-device ``storexDeviceId`` claim the rules tell alice's devices apart."""
+    a = alice_log.create_device_id(user_id="alice")
+    b = alice_log.create_device_id(user_id="alice")
+    alice_log.write_entries(make_entries(a, 1, 2), user_id="alice", device_id=a)
+    as_b = FirestoreSharedLog(as_user("alice", storexDeviceId=b), retry=None)
+    assert len(drain(as_b, b, user_id="alice")) == 2  # b moves its own marker
+    with pytest.raises(PermanentSharedLogError, match="denied"):
+        drain(as_b, a, user_id="alice")  # a's marker is not b's to move
+    with pytest.raises(PermanentSharedLogError, match="denied"):
+        as_b.write_entries(make_entries(a, 5, 1), user_id="alice", device_id=a)  # nor a's batches
+    as_b.write_entries(make_entries(b, 5, 1), user_id="alice", device_id=b)
