@@ -53,11 +53,11 @@ def _params(op: Operation, table: TableInfo, dialect: CaptureDialect) -> dict[st
         try:
             values.append(dialect.to_db(column, decode_value(raw)))
         except (ValueError, TypeError, InvalidEntryError) as exc:
-            raise _Unapplicable(f"column {table.name}.{column.name} cannot hold {raw!r}: {exc}") from exc
+            raise _UnapplicableError(f"column {table.name}.{column.name} cannot hold {raw!r}: {exc}") from exc
     return {f"p{i}": v for i, v in enumerate(values)}
 
 
-class _Unapplicable(Exception):
+class _UnapplicableError(Exception):
     pass
 
 
@@ -74,7 +74,7 @@ def apply_operations(
     try:
         with savepoint(conn):
             groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            # Deletes first, then writes: a key freed by one object's delete may be reused by another's insert.
+            # Deletes first: a key freed by one object's delete may be reused by another's insert.
             for op in sorted(operations, key=lambda o: o.kind != "delete"):
                 table = tables[op.table]
                 groups[_statement(op, table, dialect)].append(_params(op, table, dialect))
@@ -82,7 +82,7 @@ def apply_operations(
                 conn.execute(text(sql), params)
         result.applied = len(operations)
         return result
-    except (SQLAlchemyError, _Unapplicable):
+    except (SQLAlchemyError, _UnapplicableError):
         pass
     pending = list(operations)
     for _attempt in range(2):  # a second round lets an object whose parent failed first now succeed
@@ -93,7 +93,7 @@ def apply_operations(
                 with savepoint(conn):
                     conn.execute(text(_statement(op, table, dialect)), _params(op, table, dialect))
                 result.applied += 1
-            except _Unapplicable as exc:
+            except _UnapplicableError as exc:
                 failed.append((op, str(exc)))
             except SQLAlchemyError as exc:
                 failed.append((op, f"the database refused {op.kind} on {op.table}: {_first_line(exc)}"))

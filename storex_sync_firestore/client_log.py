@@ -68,7 +68,14 @@ def stamp_pending(conn: Connection, clock: HybridLogicalClock, device_id: str) -
                 "VALUES (:d, :h, :t, :k, :o, :v)"
             ),
             [
-                {"d": device_id, "h": clock.stamp(wall), "t": tbl, "k": dumps(json.loads(pk)), "o": op, "v": value}
+                {
+                    "d": device_id,
+                    "h": clock.stamp(wall),
+                    "t": tbl,
+                    "k": dumps(json.loads(pk)),
+                    "o": op,
+                    "v": value,
+                }
                 for _seq, tbl, pk, op, value, wall in rows
             ],
         )
@@ -112,7 +119,9 @@ def plan_upload(
     ).scalar()
     if planned is not None:
         rows = conn.execute(
-            text(f"SELECT {_COLUMNS} FROM {LOG_TABLE} WHERE upload_batch = :b AND shared_on = 0 ORDER BY hlc"),
+            text(
+                f"SELECT {_COLUMNS} FROM {LOG_TABLE} WHERE upload_batch = :b AND shared_on = 0 ORDER BY hlc"
+            ),
             {"b": planned},
         ).all()
         prepared = (_entry(r) if pre_send is None else pre_send(_entry(r)) for r in rows)
@@ -156,7 +165,8 @@ def plan_upload(
         chosen.append(int(row[0]))  # type: ignore[call-overload]
     if withheld:
         conn.execute(
-            text(f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = :s"), [{"s": s} for s in withheld]
+            text(f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = :s"),
+            [{"s": s} for s in withheld],
         )
     if chosen:
         conn.execute(
@@ -263,7 +273,8 @@ def quarantine(
     """Set entries aside with the reason: kept for inspection and replay, never applied half-way."""
     conn.execute(
         text(
-            f"INSERT INTO {QUARANTINE_TABLE} (direction, device_id, hlc, tbl, pk, payload, reason, created_ms) "
+            f"INSERT INTO {QUARANTINE_TABLE} "
+            "(direction, device_id, hlc, tbl, pk, payload, reason, created_ms) "
             "VALUES (:dir, :d, :h, :t, :k, :p, :r, :now)"
         ),
         [
@@ -319,7 +330,9 @@ def prune_all(conn: Connection) -> int:
         if not rows:
             return removed
         settled: set[tuple[int, str]] = {
-            (int(r[2]), str(r[1])) for r in rows if r[8] != 0 and not r[7]  # type: ignore[call-overload]
+            (int(r[2]), str(r[1]))
+            for r in rows
+            if r[8] != 0 and not r[7]  # type: ignore[call-overload]
         }
         doomed: list[LogEntry] = []
         for history in _group(_entry(r[:8]) for r in rows):

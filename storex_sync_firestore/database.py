@@ -48,9 +48,7 @@ class SyncedDatabase:
                 self.dialect.install_triggers(conn, info)
                 if info.name not in known:
                     self.dialect.capture_existing_rows(conn, info)
-                conn.execute(
-                    text(f"DELETE FROM {TABLES_TABLE} WHERE name = :n"), {"n": info.name}
-                )
+                conn.execute(text(f"DELETE FROM {TABLES_TABLE} WHERE name = :n"), {"n": info.name})
                 conn.execute(
                     text(f"INSERT INTO {TABLES_TABLE} (name, info) VALUES (:n, :i)"),
                     {"n": info.name, "i": json.dumps(info.as_json())},
@@ -96,7 +94,8 @@ class SyncedDatabase:
     def set_state(conn: Connection, key: str, value: Any) -> None:
         conn.execute(text(f"DELETE FROM {STATE_TABLE} WHERE key = :k"), {"k": key})
         conn.execute(
-            text(f"INSERT INTO {STATE_TABLE} (key, value) VALUES (:k, :v)"), {"k": key, "v": json.dumps(value)}
+            text(f"INSERT INTO {STATE_TABLE} (key, value) VALUES (:k, :v)"),
+            {"k": key, "v": json.dumps(value)},
         )
 
     def state(self) -> dict[str, Any]:

@@ -68,7 +68,7 @@ class UnsyncedUpdate:
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """What :meth:`SharedSyncLog.write_entries` did: documents written (0 when the batch was already there)."""
+    """What a shared-log write did: documents written (0 when the batch was already there)."""
 
     documents_written: int = 0
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from . import client_log
+from .apply import apply_operations
 from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, dumps, entry_from_payload
 from .database import SyncedDatabase
@@ -25,7 +26,6 @@ from .models import LogEntry, Operation, SharedEntry, SyncSummary
 from .reconcile import ObjectHistory, Reconciler, reconcile_sync_log
 from .shared_log.base import SharedSyncLog
 from .validate import validate_entry
-from .apply import apply_operations
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,11 @@ def _reconcile(
         run.summary.applied += result.applied
         run.summary.integrated += integrated
         run.summary.set_aside += sum(
-            1 for h in histories if (h.table, dumps(list(h.pk))) in reasons for e in h.entries if e.needs_integration
+            1
+            for h in histories
+            if (h.table, dumps(list(h.pk))) in reasons
+            for e in h.entries
+            if e.needs_integration
         )
         run.report("reconcile", integrated)
         run.events.emit(
@@ -278,7 +282,9 @@ def _by_table(histories: Sequence[ObjectHistory]) -> dict[str, list[tuple[object
     return grouped
 
 
-def _settle(conn: object, histories: Sequence[ObjectHistory], reasons: dict[tuple[str, str], str], now: int) -> int:
+def _settle(
+    conn: object, histories: Sequence[ObjectHistory], reasons: dict[tuple[str, str], str], now: int
+) -> int:
     """Mark applied entries integrated; set aside the new entries of objects that could not be applied."""
     integrated: list[LogEntry] = []
     for h in histories:

@@ -69,7 +69,9 @@ def make_devices(tmp_path: Path, memory_log: MemorySharedLog) -> Iterator[Device
         user_id: str = "alice",
     ) -> list[Device]:
         devices = [
-            Device(tmp_path / f"device{len(made) + i}.db", log or memory_log, user_id, schema, tables or SYNCED)
+            Device(
+                tmp_path / f"device{len(made) + i}.db", log or memory_log, user_id, schema, tables or SYNCED
+            )
             for i in range(n)
         ]
         made.extend(devices)

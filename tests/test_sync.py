@@ -123,9 +123,7 @@ def test_random_histories_converge_to_the_lww_model(
         sync_all([devices[i] for i in final_order])
         state = assert_converged(devices)["notes"]
         model = replay_model(all_shared_entries(log))
-        expected = sorted(
-            (json.loads(k)[0], v["title"], v["body"], v["rank"]) for k, v in model.items()
-        )
+        expected = sorted((json.loads(k)[0], v["title"], v["body"], v["rank"]) for k, v in model.items())
         assert state == expected
     finally:
         for d in devices:
@@ -147,7 +145,7 @@ CRASH_POINTS = [
 ]
 
 
-class Crash(Exception):
+class CrashError(Exception):
     pass
 
 
@@ -183,7 +181,7 @@ def test_crash_between_steps_loses_and_duplicates_nothing(
         if calls["n"] == 1:
             if after:
                 real(*args, **kwargs)
-            raise Crash(f"crash {'after' if after else 'before'} {name}")
+            raise CrashError(f"crash {'after' if after else 'before'} {name}")
         return real(*args, **kwargs)
 
     mocker.patch.object(owner, name, side_effect=crashing, autospec=True)
@@ -191,7 +189,7 @@ def test_crash_between_steps_loses_and_duplicates_nothing(
     for device in (a, b, a, b):
         try:
             device.sync()
-        except Crash:
+        except CrashError:
             crashed += 1
     mocker.stopall()
     sync_all([a, b])
@@ -202,5 +200,7 @@ def test_crash_between_steps_loses_and_duplicates_nothing(
     uploaded = Counter((e.device_id, e.hlc) for e in all_shared_entries(memory_log))
     assert uploaded and max(uploaded.values()) == 1, "an entry was uploaded twice"
     for device in (a, b):
-        assert device.query("SELECT count(*) FROM _sync_log WHERE shared_on = 0 OR needs_integration = 1") == [(0,)]
+        assert device.query(
+            "SELECT count(*) FROM _sync_log WHERE shared_on = 0 OR needs_integration = 1"
+        ) == [(0,)]
         assert device.query("SELECT count(*) FROM _sync_quarantine") == [(0,)]

@@ -19,9 +19,7 @@ def capture_for(engine: Engine) -> CaptureDialect:
         from .postgres import PostgresCapture
 
         return PostgresCapture(engine)
-    raise ConfigurationError(
-        f"sync does not support {name} databases", hint="use SQLite or PostgreSQL"
-    )
+    raise ConfigurationError(f"sync does not support {name} databases", hint="use SQLite or PostgreSQL")
 
 
 __all__ = ["CaptureDialect", "ColumnInfo", "TableInfo", "capture_for"]

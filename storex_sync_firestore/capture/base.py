@@ -18,7 +18,18 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine
 
 ValueKind = Literal[
-    "any", "bool", "int", "float", "text", "bytes", "date", "datetime", "datetime_tz", "decimal", "uuid", "json"
+    "any",
+    "bool",
+    "int",
+    "float",
+    "text",
+    "bytes",
+    "date",
+    "datetime",
+    "datetime_tz",
+    "decimal",
+    "uuid",
+    "json",
 ]
 
 LOG_TABLE = "_sync_log"
@@ -130,7 +141,9 @@ class CaptureDialect(ABC):
         Raise ``ValueError`` when the column cannot hold the value: the entry is set aside, never altered.
         """
 
-    def lock_rows(self, conn: Connection, table: TableInfo, pks: Sequence[Sequence[Any]]) -> None:
+    def lock_rows(  # noqa: B027 - optional hook: most dialects have nothing to lock
+        self, conn: Connection, table: TableInfo, pks: Sequence[Sequence[Any]]
+    ) -> None:
         """Lock the rows about to be reconciled until the transaction ends (default: nothing to do).
 
         SQLite's sync transaction already holds the database's only write lock. A server database locks
@@ -149,7 +162,9 @@ class CaptureDialect(ABC):
             action = f"DO UPDATE SET {updates}"
         else:
             action = "DO NOTHING"
-        return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({params}) ON CONFLICT ({conflict}) {action}"
+        return (
+            f"INSERT INTO {quote(table.name)} ({names}) VALUES ({params}) ON CONFLICT ({conflict}) {action}"
+        )
 
 
 @contextmanager

@@ -124,23 +124,41 @@ def value_sql(ref: str, kind: ValueKind) -> str:
 
 
 def _json_object_sql(pairs: Sequence[tuple[str, str]]) -> str:
-    """``json_object`` over (key, value SQL) pairs, chained through ``json_insert`` past the argument cap."""
-    head, rest = pairs[:_ARGS_PER_CALL], pairs[_ARGS_PER_CALL:]
-    sql = "json_object(" + ", ".join(f"{literal(k)}, {v}" for k, v in head) + ")"
-    for i in range(0, len(rest), _ARGS_PER_CALL):
-        chunk = rest[i : i + _ARGS_PER_CALL]
-        sql = f"json_insert({sql}, " + ", ".join(f"{literal(_path(k))}, {v}" for k, v in chunk) + ")"
-    return sql
+    """``json_object`` over (key, value SQL) pairs; wide tables are joined from chunks of JSON text."""
+    if len(pairs) <= _ARGS_PER_CALL:
+        return "json_object(" + ", ".join(f"{literal(k)}, {v}" for k, v in pairs) + ")"
+    chunks = [
+        _inner(_json_object_sql(pairs[i : i + _ARGS_PER_CALL])) for i in range(0, len(pairs), _ARGS_PER_CALL)
+    ]
+    return "json('{' || " + " || ',' || ".join(chunks) + " || '}')"
 
 
-def _json_remove_sql(obj: str, paths: Sequence[str]) -> str:
-    for i in range(0, len(paths), _ARGS_PER_CALL):
-        obj = f"json_remove({obj}, " + ", ".join(paths[i : i + _ARGS_PER_CALL]) + ")"
-    return obj
+def _inner(obj: str) -> str:
+    """The text of a JSON object without its braces, to join objects as text."""
+    return f"substr({obj}, 2, length({obj}) - 2)"
+
+
+def _changed_object_sql(table: TableInfo) -> str:
+    """JSON object of the columns whose value an UPDATE changed, built from ``NEW``."""
+    cols = table.value_columns
+    if len(cols) <= _ARGS_PER_CALL and not any('"' in c.name for c in cols):
+        # Fast path: the whole row, minus unchanged columns (a path that matches nothing removes nothing).
+        paths = [
+            f"CASE WHEN OLD.{quote(c.name)} IS NEW.{quote(c.name)} THEN {literal(_path(c.name))} "
+            f"ELSE {_UNCHANGED} END"
+            for c in cols
+        ]
+        return f"json_remove({row_object_sql(table, 'NEW')}, {', '.join(paths)})"
+    fragments = [
+        f"CASE WHEN OLD.{quote(c.name)} IS NOT NEW.{quote(c.name)} THEN ',' || "
+        f"{_inner(_json_object_sql([(c.name, value_sql(f'NEW.{quote(c.name)}', c.kind))]))} ELSE '' END"
+        for c in cols
+    ]
+    return "json('{' || substr(" + " || ".join(fragments) + ", 2) || '}')"
 
 
 def _path(column: str) -> str:
-    return '$."' + column.replace('"', '\\"') + '"'
+    return '$."' + column + '"'
 
 
 def row_object_sql(table: TableInfo, row: str) -> str:
@@ -151,7 +169,9 @@ def row_object_sql(table: TableInfo, row: str) -> str:
 
 
 def pk_sql(table: TableInfo, row: str) -> str:
-    return "json_array(" + ", ".join(value_sql(f"{row}.{quote(c.name)}", c.kind) for c in table.pk_columns) + ")"
+    return (
+        "json_array(" + ", ".join(value_sql(f"{row}.{quote(c.name)}", c.kind) for c in table.pk_columns) + ")"
+    )
 
 
 def trigger_names(table_name: str) -> tuple[str, str, str]:
@@ -168,16 +188,10 @@ def trigger_sql(table: TableInfo) -> list[str]:
     cols = table.value_columns
     modify = ""
     if cols:
-        paths = [
-            f"CASE WHEN OLD.{quote(c.name)} IS NEW.{quote(c.name)} THEN {literal(_path(c.name))} "
-            f"ELSE {_UNCHANGED} END"
-            for c in cols
-        ]
         changed = " OR ".join(f"OLD.{quote(c.name)} IS NOT NEW.{quote(c.name)}" for c in cols)
         modify = (
-            f"{into} SELECT {name}, {pk_sql(table, 'NEW')}, 'modify', "
-            f"{_json_remove_sql(row_object_sql(table, 'NEW'), paths)}, {WALL_MS_SQL} "
-            f"WHERE NOT ({key_changed}) AND ({changed});"
+            f"{into} SELECT {name}, {pk_sql(table, 'NEW')}, 'modify', {_changed_object_sql(table)}, "
+            f"{WALL_MS_SQL} WHERE NOT ({key_changed}) AND ({changed});"
         )
     return [
         f"CREATE TRIGGER {ins} AFTER INSERT ON {t} {when} BEGIN "
@@ -212,7 +226,9 @@ class SQLiteCapture(CaptureDialect):
 
     def reflect_table(self, conn: Connection, name: str) -> TableInfo:
         if _NOT_SYNCABLE.match(name):
-            raise UnsuitableTableError(f"table {name!r} belongs to sync or SQLite itself and cannot be synced")
+            raise UnsuitableTableError(
+                f"table {name!r} belongs to sync or SQLite itself and cannot be synced"
+            )
         rows = conn.exec_driver_sql(f"PRAGMA table_info({quote(name)})").all()
         if not rows:
             raise UnsuitableTableError(

@@ -36,9 +36,7 @@ class SharedSyncLog(Protocol):
         """Return the device's record, or ``None`` if the user has no such device."""
         ...
 
-    def write_entries(
-        self, entries: Sequence[SharedEntry], *, user_id: str, device_id: str
-    ) -> WriteResult:
+    def write_entries(self, entries: Sequence[SharedEntry], *, user_id: str, device_id: str) -> WriteResult:
         """Store ``entries`` (all written by ``device_id``, ascending ``hlc``) atomically.
 
         Idempotent: writing the same list again is a no-op (it returns ``documents_written == 0``), so a

@@ -62,9 +62,7 @@ class MemorySharedLog:
         with self._lock:
             return self._user(user_id).devices.get(device_id)
 
-    def write_entries(
-        self, entries: Sequence[SharedEntry], *, user_id: str, device_id: str
-    ) -> WriteResult:
+    def write_entries(self, entries: Sequence[SharedEntry], *, user_id: str, device_id: str) -> WriteResult:
         if not entries:
             return WriteResult(0)
         key = (device_id, entries[0].hlc, entries[-1].hlc, len(entries))

@@ -69,7 +69,9 @@ class SharedSyncLogConformance:
     def test_entries_of_other_devices_are_delivered_in_upload_order(self, shared_log: SharedSyncLog) -> None:
         a, b, c = (shared_log.create_device_id(user_id=USER) for _ in range(3))
         shared_log.write_entries(make_entries(a, 100, 3), user_id=USER, device_id=a)
-        shared_log.write_entries(make_entries(b, 10, 2), user_id=USER, device_id=b)  # older clock, later upload
+        shared_log.write_entries(
+            make_entries(b, 10, 2), user_id=USER, device_id=b
+        )  # older clock, later upload
         shared_log.write_entries(make_entries(a, 200, 1), user_id=USER, device_id=a)
         assert keys(drain(shared_log, c)) == [(a, 100), (a, 101), (a, 102), (b, 10), (b, 11), (a, 200)]
         assert keys(drain(shared_log, a)) == [(b, 10), (b, 11)]
