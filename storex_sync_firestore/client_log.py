@@ -95,6 +95,8 @@ class PlannedUpload:
     entries: list[SharedEntry] = field(default_factory=list)
     withheld: int = 0
     set_aside: int = 0
+    objects: set[tuple[str, str]] = field(default_factory=set)
+    """(table, pk JSON) of every entry in the batch, for cleanup afterwards."""
 
 
 def plan_upload(
@@ -125,7 +127,8 @@ def plan_upload(
             {"b": planned},
         ).all()
         prepared = (_entry(r) if pre_send is None else pre_send(_entry(r)) for r in rows)
-        return PlannedUpload(str(planned), [_shared(e, serializer) for e in prepared if e is not None])
+        entries = [_shared(e, serializer) for e in prepared if e is not None]
+        return PlannedUpload(str(planned), entries, objects={(str(r[3]), str(r[4])) for r in rows})
     limit = "" if max_entries is None else f" LIMIT {int(max_entries)}"
     rows = conn.execute(
         text(f"SELECT {_COLUMNS} FROM {LOG_TABLE} WHERE shared_on = 0 ORDER BY hlc{limit}")
@@ -141,7 +144,7 @@ def plan_upload(
         if pre_send is not None:
             entry = pre_send(entry)  # type: ignore[arg-type]
         if entry is None:
-            withheld.append(int(row[0]))  # type: ignore[call-overload]
+            withheld.append(int(row[0]))
             batch.withheld += 1
             continue
         shared = _shared(entry, serializer)
@@ -155,14 +158,15 @@ def plan_upload(
                 direction="outgoing",
                 now_ms=now_ms,
             )
-            withheld.append(int(row[0]))  # type: ignore[call-overload]
+            withheld.append(int(row[0]))
             batch.set_aside += 1
             continue
         if max_bytes is not None and batch.entries and total + size > max_bytes:
             break
         total += size
         batch.entries.append(shared)
-        chosen.append(int(row[0]))  # type: ignore[call-overload]
+        batch.objects.add((entry.table, str(row[4])))
+        chosen.append(int(row[0]))
     if withheld:
         conn.execute(
             text(f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = :s"),
@@ -224,8 +228,14 @@ def load_histories(conn: Connection, max_objects: int) -> list[ObjectHistory]:
     return _group(_entry(r) for r in rows)
 
 
-def load_objects(conn: Connection, objects: Sequence[tuple[str, str]]) -> list[ObjectHistory]:
-    """The retained history of the given objects, (table, pk JSON) pairs, in one query."""
+def load_objects(
+    conn: Connection, objects: Sequence[tuple[str, str]], *, with_state: bool = False
+) -> list[ObjectHistory]:
+    """The retained history of the given objects, (table, pk JSON) pairs, in one query.
+
+    ``with_state`` also records which entries are settled (shared or received, and integrated): only
+    those may ever be pruned.
+    """
     if not objects:
         return []
     values = ", ".join(f"(:t{i}, :k{i})" for i in range(len(objects)))
@@ -233,9 +243,13 @@ def load_objects(conn: Connection, objects: Sequence[tuple[str, str]]) -> list[O
     for i, (t, k) in enumerate(objects):
         params[f"t{i}"], params[f"k{i}"] = t, k
     rows = conn.execute(
-        text(f"SELECT {_COLUMNS} FROM {LOG_TABLE} WHERE (tbl, pk) IN (VALUES {values})"), params
+        text(f"SELECT {_COLUMNS}, shared_on FROM {LOG_TABLE} WHERE (tbl, pk) IN (VALUES {values})"), params
     ).all()
-    return _group(_entry(r) for r in rows)
+    histories = _group(_entry(r[:8]) for r in rows)
+    if with_state:
+        settled = {(int(r[2]), str(r[1])) for r in rows if r[8] != 0 and not r[7]}
+        histories = [ObjectHistory(h.table, h.pk, h.entries, frozenset(settled)) for h in histories]
+    return histories
 
 
 def _group(entries: Iterable[LogEntry]) -> list[ObjectHistory]:
@@ -307,41 +321,27 @@ def quarantine_raw(conn: Connection, shared: SharedEntry, reason: str, now_ms: i
 PRUNE_CHUNK = 2_000
 
 
-def prune_all(conn: Connection) -> int:
-    """Delete settled entries that later reconciliation no longer needs; return how many.
+def prune(conn: Connection, objects: Iterable[tuple[str, str]]) -> int:
+    """Delete settled entries of ``objects`` ((table, pk JSON) pairs) that no future merge needs.
 
     Kept: every entry not yet shared or integrated, the latest create/delete of each object (its
-    tombstone, flaw 3.9) and the latest writer of each column. Under last-write-wins these decide every
-    future merge, so a late or re-delivered old entry still loses to what it should lose to. Only objects
-    with more than one entry can shrink; they are visited in key order, a chunk at a time.
+    tombstone, flaw 3.9) and the latest writer of each live column. Under last-write-wins these decide
+    every future merge, so a late or re-delivered old entry still loses to what it should lose to.
+    Only the objects a sync touched are visited, so cleanup costs nothing when nothing changed.
     """
+    todo = list(objects)
     removed = 0
-    after: tuple[str, str] = ("", "")
-    while True:
-        rows = conn.execute(
-            text(
-                f"SELECT {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))}, l.shared_on "
-                f"FROM {LOG_TABLE} l JOIN (SELECT tbl, pk FROM {LOG_TABLE} WHERE (tbl, pk) > (:t, :k) "
-                "GROUP BY tbl, pk HAVING count(*) > 1 ORDER BY tbl, pk LIMIT :n) o "
-                "ON l.tbl = o.tbl AND l.pk = o.pk"
-            ),
-            {"t": after[0], "k": after[1], "n": PRUNE_CHUNK},
-        ).all()
-        if not rows:
-            return removed
-        settled: set[tuple[int, str]] = {
-            (int(r[2]), str(r[1]))
-            for r in rows
-            if r[8] != 0 and not r[7]  # type: ignore[call-overload]
-        }
+    for i in range(0, len(todo), PRUNE_CHUNK):
+        histories = load_objects(conn, todo[i : i + PRUNE_CHUNK], with_state=True)
         doomed: list[LogEntry] = []
-        for history in _group(_entry(r[:8]) for r in rows):
+        for history in histories:
+            if len(history.entries) < 2:
+                continue
             keep = retained_keys(history.entries)
-            doomed.extend(e for e in history.entries if e.key not in keep and e.key in settled)
-        if doomed:
-            remove(conn, doomed)
+            doomed.extend(e for e in history.entries if e.key not in keep and e.key in history.settled)
+        remove(conn, doomed)
         removed += len(doomed)
-        after = max((str(r[3]), str(r[4])) for r in rows)
+    return removed
 
 
 def counts(conn: Connection) -> dict[str, int]:

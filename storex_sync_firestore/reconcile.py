@@ -35,6 +35,8 @@ class ObjectHistory:
     table: str
     pk: tuple[Json, ...]
     entries: Sequence[LogEntry]
+    settled: frozenset[tuple[int, str]] = frozenset()
+    """Keys of entries that are shared or integrated (filled in only where cleanup needs it)."""
 
 
 class Reconciler(Protocol):
@@ -153,7 +155,7 @@ def final_rows(entries: Iterable[LogEntry]) -> dict[tuple[str, str], Mapping[str
     by_object: dict[tuple[str, str], list[LogEntry]] = {}
     for e in entries:
         by_object.setdefault((e.table, dumps(list(e.pk))), []).append(e)
-    result = {}
+    result: dict[tuple[str, str], Mapping[str, Json]] = {}
     for key, group in by_object.items():
         state = fold(group)
         if state.exists:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import client_log
 from .apply import apply_operations
@@ -48,6 +48,8 @@ class _Run:
     continue_sync: ContinueSync | None
     now_ms: Callable[[], int]
     progress: Progress | None
+    touched: set[tuple[str, str]] = field(default_factory=set)
+    """Objects whose entries this sync shared or integrated: the only ones cleanup can shrink."""
 
     def go_on(self, stage: str) -> bool:
         """After a batch: keep going? ``single_batch`` stops each stage after one batch (others still run);
@@ -123,9 +125,9 @@ def do_sync(
         run.summary.stages.append("reconcile")
         if not _reconcile(run, reconciler, reconciliation_processor, reconcile_batch_size):
             return run.summary
-    if cleanup_after_reconcile:
+    if cleanup_after_reconcile and run.touched:
         with db.transaction() as conn:
-            client_log.prune_all(conn)
+            client_log.prune(conn, sorted(run.touched))
     return run.summary
 
 
@@ -176,7 +178,7 @@ def _receive(
         for shared, reason in bad:
             log.warning("set aside entry %s@%s from the shared log: %s", shared.device_id, shared.hlc, reason)
         result = run.shared_log.mark_as_seen(update, user_id=run.user_id, device_id=run.device_id)
-        run.summary.documents_written += getattr(result, "documents_written", 0)
+        run.summary.documents_written += result.documents_written if result is not None else 0
         run.summary.received += len(good)
         run.summary.set_aside += len(bad)
         run.report("receive", len(update.entries))
@@ -210,6 +212,7 @@ def _share(
             return True
         run.summary.withheld += batch.withheld
         run.summary.set_aside += batch.set_aside
+        run.touched.update(batch.objects)
         if batch.entries:
             run.events.emit("sending_shared_entries", entries=batch.entries, device_id=run.device_id)
             result = run.shared_log.write_entries(batch.entries, user_id=run.user_id, device_id=run.device_id)
@@ -256,6 +259,7 @@ def _reconcile(
             reasons = {(c.table, dumps(list(c.pk))): c.reason for c in reconciliation.conflicts}
             reasons.update({(op.table, dumps(list(op.pk))): why for op, why in result.failed})
             integrated = _settle(conn, histories, reasons, run.now_ms())
+        run.touched.update((h.table, dumps(list(h.pk))) for h in histories)
         run.summary.applied += result.applied
         run.summary.integrated += integrated
         run.summary.set_aside += sum(

@@ -141,7 +141,7 @@ CRASH_POINTS = [
     "storex_sync_firestore.sync.client_log.mark_shared",  # the log accepted the batch, not marked shared
     "storex_sync_firestore.sync.apply_operations",  # during apply
     "storex_sync_firestore.sync.client_log.mark_integrated",  # applied, not marked integrated
-    "storex_sync_firestore.sync.client_log.prune_all",  # during cleanup
+    "storex_sync_firestore.sync.client_log.prune",  # during cleanup
 ]
 
 

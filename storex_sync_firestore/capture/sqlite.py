@@ -4,9 +4,10 @@ The triggers are plain SQL, so every writer is captured: ``sqlite3``, SQLAlchemy
 shell. They do as little as possible on the application's write path (one row into a table with no
 secondary index); stamping entries with the hybrid logical clock happens later, when sync runs.
 
-Silencing: while remote changes are applied, the sync transaction puts a row into ``_sync_apply`` and
-removes it before committing. SQLite has one writer at a time, so no other connection can write while that
-row exists, and nobody ever sees it committed.
+Silencing costs the application nothing: the triggers have no ``WHEN`` guard. The sync transaction that
+applies remote changes notes where ``_sync_capture`` ends, applies, and deletes what its own writes
+captured before it commits. SQLite has one writer at a time, so every row captured inside that
+transaction came from the sync itself, and nobody ever sees those rows committed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import Engine
 
+from ..codec import JsonScalar
 from ..errors import UnsuitableTableError
 from .base import (
     CAPTURE_TABLE,
@@ -39,7 +41,6 @@ from .base import (
     quote,
 )
 
-APPLY_FLAG_TABLE = "_sync_apply"
 WALL_MS_SQL = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _ARGS_PER_CALL = 60  # SQLite functions take at most 127 arguments
 _UNCHANGED = "'$.\"#unchanged#\"'"
@@ -82,7 +83,6 @@ CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} (
     reason TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS {APPLY_FLAG_TABLE} (flag INTEGER);
 """
 
 
@@ -169,9 +169,17 @@ def row_object_sql(table: TableInfo, row: str) -> str:
 
 
 def pk_sql(table: TableInfo, row: str) -> str:
+    """JSON array of the key. UUID keys travel as plain text, as PostgreSQL's capture sends them, so a
+    row keyed by a ``uuid`` column in PostgreSQL and by a TEXT column in SQLite is the same object."""
     return (
-        "json_array(" + ", ".join(value_sql(f"{row}.{quote(c.name)}", c.kind) for c in table.pk_columns) + ")"
+        "json_array("
+        + ", ".join(value_sql(f"{row}.{quote(c.name)}", _key_kind(c.kind)) for c in table.pk_columns)
+        + ")"
     )
+
+
+def _key_kind(kind: ValueKind) -> ValueKind:
+    return "any" if kind == "uuid" else kind
 
 
 def trigger_names(table_name: str) -> tuple[str, str, str]:
@@ -182,7 +190,6 @@ def trigger_sql(table: TableInfo) -> list[str]:
     """The three ``CREATE TRIGGER`` statements that capture ``table``."""
     t, name = quote(table.name), literal(table.name)
     ins, upd, dele = (quote(n) for n in trigger_names(table.name))
-    when = f"WHEN NOT EXISTS (SELECT 1 FROM {APPLY_FLAG_TABLE})"
     into = f"INSERT INTO {CAPTURE_TABLE} (tbl, pk, op, value, wall_ms)"
     key_changed = " OR ".join(f"OLD.{quote(c)} IS NOT NEW.{quote(c)}" for c in table.pk)
     cols = table.value_columns
@@ -194,15 +201,15 @@ def trigger_sql(table: TableInfo) -> list[str]:
             f"{WALL_MS_SQL} WHERE NOT ({key_changed}) AND ({changed});"
         )
     return [
-        f"CREATE TRIGGER {ins} AFTER INSERT ON {t} {when} BEGIN "
+        f"CREATE TRIGGER {ins} AFTER INSERT ON {t} BEGIN "
         f"{into} VALUES ({name}, {pk_sql(table, 'NEW')}, 'create', {row_object_sql(table, 'NEW')}, "
         f"{WALL_MS_SQL}); END",
-        f"CREATE TRIGGER {upd} AFTER UPDATE ON {t} {when} BEGIN "
+        f"CREATE TRIGGER {upd} AFTER UPDATE ON {t} BEGIN "
         f"{into} SELECT {name}, {pk_sql(table, 'OLD')}, 'delete', NULL, {WALL_MS_SQL} WHERE {key_changed}; "
         f"{into} SELECT {name}, {pk_sql(table, 'NEW')}, 'create', {row_object_sql(table, 'NEW')}, "
         f"{WALL_MS_SQL} WHERE {key_changed}; "
         f"{modify} END",
-        f"CREATE TRIGGER {dele} AFTER DELETE ON {t} {when} BEGIN "
+        f"CREATE TRIGGER {dele} AFTER DELETE ON {t} BEGIN "
         f"{into} VALUES ({name}, {pk_sql(table, 'OLD')}, 'delete', NULL, {WALL_MS_SQL}); END",
     ]
 
@@ -272,10 +279,13 @@ class SQLiteCapture(CaptureDialect):
         )
 
     def silence(self, conn: Connection) -> None:
-        conn.exec_driver_sql(f"INSERT INTO {APPLY_FLAG_TABLE} (flag) VALUES (1)")
+        conn.info["sync_capture_mark"] = conn.exec_driver_sql(
+            f"SELECT coalesce(max(seq), 0) FROM {CAPTURE_TABLE}"
+        ).scalar()
 
     def unsilence(self, conn: Connection) -> None:
-        conn.exec_driver_sql(f"DELETE FROM {APPLY_FLAG_TABLE}")
+        mark = conn.info.pop("sync_capture_mark")
+        conn.exec_driver_sql(f"DELETE FROM {CAPTURE_TABLE} WHERE seq > ?", (mark,))
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Connection]:
@@ -299,10 +309,14 @@ class SQLiteCapture(CaptureDialect):
             return value.isoformat(sep=" ")
         if isinstance(value, date):
             return value.isoformat()
-        if isinstance(value, Decimal | uuid.UUID):
+        if isinstance(value, Decimal):
+            return format(value, "f")  # positional, as PostgreSQL writes it: '0.000001', not '1E-6'
+        if isinstance(value, uuid.UUID):
             return str(value)
         if isinstance(value, dict | list):
             return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        if isinstance(value, JsonScalar):
+            return json.dumps(value.value, separators=(",", ":"), ensure_ascii=False)
         return value
 
 

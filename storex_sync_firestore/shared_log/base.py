@@ -58,10 +58,11 @@ class SharedSyncLog(Protocol):
         """
         ...
 
-    def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> None:
+    def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> WriteResult:
         """Move the device's read marker past ``update``. Call only once its entries are stored durably.
 
         Marks only what ``update`` returned: entries uploaded since are still delivered later. Marking the
-        same update twice is harmless. Only ``device_id``'s own marker moves.
+        same update twice is harmless. Only ``device_id``'s own marker moves. Returns the documents written
+        (a backend should write nothing when the marker does not move).
         """
         ...

@@ -97,9 +97,11 @@ class MemorySharedLog:
             has_more = last < len(user.batches)
             return UnsyncedUpdate(entries, memo=last, documents_read=last - marker, has_more=has_more)
 
-    def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> None:
+    def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> WriteResult:
         with self._lock:
             markers = self._user(user_id).markers
             if device_id not in markers:
                 raise UnknownDeviceError(f"the shared log has no device {device_id!r} for user {user_id!r}")
+            moved = int(update.memo or 0) > markers[device_id]
             markers[device_id] = max(markers[device_id], int(update.memo or 0))
+        return WriteResult(int(moved))
