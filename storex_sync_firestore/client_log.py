@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, text
 
-from .capture.base import CAPTURE_TABLE, LOG_TABLE, QUARANTINE_TABLE
+from .capture.base import CAPTURE_TABLE, LOG_TABLE, QUARANTINE_TABLE, CaptureDialect, TableInfo
 from .clock import HybridLogicalClock
 from .codec import Serializer, dumps, entry_payload
 from .models import LogEntry, SharedEntry
@@ -45,7 +45,13 @@ def _entry(row: Sequence[object]) -> LogEntry:
     )
 
 
-def stamp_pending(conn: Connection, clock: HybridLogicalClock, device_id: str) -> int:
+def stamp_pending(
+    conn: Connection,
+    dialect: CaptureDialect,
+    tables: Mapping[str, TableInfo],
+    clock: HybridLogicalClock,
+    device_id: str,
+) -> int:
     """Move captured changes into the log, giving each its device id and clock timestamp, in capture order.
 
     Run at the start of a sync (before receiving, so edits made offline keep their place in time) and at
@@ -53,38 +59,32 @@ def stamp_pending(conn: Connection, clock: HybridLogicalClock, device_id: str) -
     """
     moved, last = 0, 0
     while True:
-        rows = conn.execute(
-            text(
-                f"SELECT seq, tbl, pk, op, value, wall_ms FROM {CAPTURE_TABLE} "
-                "WHERE seq > :last ORDER BY seq LIMIT :n"
-            ),
-            {"last": last, "n": STAMP_CHUNK},
-        ).all()
-        if not rows:
-            break
-        conn.execute(
-            text(
-                f"INSERT INTO {LOG_TABLE} (device_id, hlc, tbl, pk, op, value) "
-                "VALUES (:d, :h, :t, :k, :o, :v)"
-            ),
-            [
-                {
-                    "d": device_id,
-                    "h": clock.stamp(wall),
-                    "t": tbl,
-                    "k": dumps(json.loads(pk)),
-                    "o": op,
-                    "v": value,
-                }
-                for _seq, tbl, pk, op, value, wall in rows
-            ],
-        )
+        seqs, captured = dialect.read_captured(conn, last, STAMP_CHUNK, tables)
+        if not seqs:
+            return moved
+        if captured:
+            conn.execute(
+                text(
+                    f"INSERT INTO {LOG_TABLE} (device_id, hlc, tbl, pk, op, value) "
+                    "VALUES (:d, :h, :t, :k, :o, :v)"
+                ),
+                [
+                    {
+                        "d": device_id,
+                        "h": clock.stamp(c.wall_ms),
+                        "t": c.table,
+                        "k": dumps(json.loads(c.pk)),
+                        "o": c.op,
+                        "v": c.value,
+                    }
+                    for c in captured
+                ],
+            )
         # Delete exactly the rows read: on a server database another transaction may commit a lower seq
         # meanwhile, and a range delete would drop that change unlogged.
-        conn.execute(text(f"DELETE FROM {CAPTURE_TABLE} WHERE seq = :s"), [{"s": r[0]} for r in rows])
-        moved += len(rows)
-        last = rows[-1][0]
-    return moved
+        conn.execute(text(f"DELETE FROM {CAPTURE_TABLE} WHERE seq = :s"), [{"s": s} for s in seqs])
+        moved += len(captured)
+        last = seqs[-1]
 
 
 @dataclass(slots=True)

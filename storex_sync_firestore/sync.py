@@ -109,7 +109,7 @@ def do_sync(
             db.load_clock(conn, clock or HybridLogicalClock()),
             SyncSummary(), events or SyncEvents(), single_batch, continue_sync, now_ms, progress,
         )  # fmt: skip
-        client_log.stamp_pending(conn, run.clock, device_id)
+        client_log.stamp_pending(conn, db.dialect, db.synced_tables(), run.clock, device_id)
         db.save_clock(conn, run.clock)
     serializer = serializer or JsonSerializer()
     if "receive" in stages:
@@ -245,7 +245,7 @@ def _reconcile(
             # Changes the application committed before the locks are now captured: stamp them and read
             # the histories again, so the reconciler never overwrites a local edit it has not seen.
             db.load_clock(conn, run.clock)
-            if client_log.stamp_pending(conn, run.clock, run.device_id):
+            if client_log.stamp_pending(conn, db.dialect, tables, run.clock, run.device_id):
                 histories = client_log.load_objects(conn, [(h.table, dumps(list(h.pk))) for h in histories])
             db.save_clock(conn, run.clock)
             run.events.emit("reconciling_entries", histories=histories, device_id=run.device_id)

@@ -11,13 +11,28 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from storex_sync_firestore import SQLITE_UUID7_DEFAULT, SyncedDatabase, UnsuitableTableError
+from storex_sync_firestore import (
+    SQLITE_UUID7_DEFAULT,
+    HybridLogicalClock,
+    SyncedDatabase,
+    UnsuitableTableError,
+)
+from storex_sync_firestore.client_log import stamp_pending
 
 SCHEMA = "CREATE TABLE notes (id TEXT PRIMARY KEY, title TEXT, body BLOB, score REAL, n INTEGER);"
 
 
 def captured(conn: sqlite3.Connection) -> list[tuple[str, list[Any], Any]]:
-    rows = conn.execute("SELECT op, pk, value FROM _sync_capture ORDER BY seq").fetchall()
+    """Stamp what the triggers captured so far into the log, as a sync does, and return the new entries."""
+    (path,) = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
+    db = SyncedDatabase(f"sqlite:///{path}")
+    with db.transaction() as sa:
+        before = sa.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM _sync_log").scalar()
+        stamp_pending(sa, db.dialect, db.synced_tables(), HybridLogicalClock(), "this-device")
+        rows = sa.exec_driver_sql(
+            "SELECT op, pk, value FROM _sync_log WHERE seq > ? ORDER BY hlc", (before,)
+        ).all()
+    db.engine.dispose()
     return [(op, json.loads(pk), None if v is None else json.loads(v)) for op, pk, v in rows]
 
 
@@ -26,7 +41,9 @@ def db_path(tmp_path: Path) -> Path:
     path = tmp_path / "app.db"
     with sqlite3.connect(path) as conn:
         conn.executescript(SCHEMA)
-    SyncedDatabase(f"sqlite:///{path}").enable_sync(["notes"])
+    db = SyncedDatabase(f"sqlite:///{path}")
+    db.enable_sync(["notes"])
+    db.update_state(device_id="this-device")
     return path
 
 
@@ -39,13 +56,26 @@ def app(db_path: Path) -> sqlite3.Connection:
 
 def test_insert_update_delete_are_captured(app: sqlite3.Connection) -> None:
     app.execute("INSERT INTO notes VALUES ('a', 'hi', x'00ff', 1.5, 0)")
+    assert captured(app) == [
+        ("create", ["a"], {"title": "hi", "body": {"$bytes": "00ff"}, "score": 1.5, "n": 0})
+    ]
     app.execute("UPDATE notes SET title = 'hello', n = 0 WHERE id = 'a'")  # n unchanged
     app.execute("UPDATE notes SET title = 'hello' WHERE id = 'a'")  # nothing changed: nothing logged
+    assert captured(app) == [("modify", ["a"], {"title": "hello"})]
     app.execute("DELETE FROM notes WHERE id = 'a'")
+    assert captured(app) == [("delete", ["a"], None)]
+
+
+def test_changes_stamped_late_carry_values_no_older_entry_contradicts(app: sqlite3.Connection) -> None:
+    app.execute("INSERT INTO notes VALUES ('a', 'v1', NULL, NULL, 1)")
+    app.execute("UPDATE notes SET title = 'v2' WHERE id = 'a'")
+    app.execute("INSERT INTO notes VALUES ('gone', 'x', NULL, NULL, 1)")
+    app.execute("UPDATE notes SET n = 2 WHERE id = 'gone'")
+    app.execute("DELETE FROM notes WHERE id = 'gone'")
     assert captured(app) == [
-        ("create", ["a"], {"title": "hi", "body": {"$bytes": "00ff"}, "score": 1.5, "n": 0}),
-        ("modify", ["a"], {"title": "hello"}),
-        ("delete", ["a"], None),
+        ("create", ["a"], {"title": "v2", "body": None, "score": None, "n": 1}),
+        ("modify", ["a"], {"title": "v2"}),  # the later entry carries the value the create read
+        ("delete", ["gone"], None),  # a row deleted before the sync logs only its delete
     ]
 
 
@@ -56,8 +86,9 @@ def test_falsy_values_survive(app: sqlite3.Connection) -> None:
 
 def test_key_change_is_a_delete_and_a_create(app: sqlite3.Connection) -> None:
     app.execute("INSERT INTO notes VALUES ('a', 't', NULL, NULL, 1)")
+    captured(app)
     app.execute("UPDATE notes SET id = 'b', n = 2 WHERE id = 'a'")
-    assert captured(app)[1:] == [
+    assert captured(app) == [
         ("delete", ["a"], None),
         ("create", ["b"], {"title": "t", "body": None, "score": None, "n": 2}),
     ]
@@ -94,13 +125,14 @@ def test_enable_is_idempotent_and_logs_existing_rows_once(tmp_path: Path) -> Non
     db = SyncedDatabase(f"sqlite:///{path}")
     db.enable_sync(["notes"])
     db.enable_sync(["notes"])
+    db.update_state(device_id="this-device")
     conn = sqlite3.connect(path)
     assert captured(conn) == [("create", ["old"], {"title": "kept", "body": None, "score": None, "n": 7})]
     assert conn.execute("SELECT * FROM notes").fetchall() == [("old", "kept", None, None, 7)]
     db.disable_sync()
     conn.execute("INSERT INTO notes (id) VALUES ('after-disable')")
     conn.commit()
-    assert len(captured(conn)) == 1
+    assert conn.execute("SELECT count(*) FROM _sync_capture").fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM notes").fetchone() == (2,)
 
 
@@ -126,7 +158,9 @@ def test_composite_keys_and_uuid_default(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute(f"CREATE TABLE docs (id TEXT PRIMARY KEY DEFAULT {SQLITE_UUID7_DEFAULT}, t TEXT)")
         conn.execute("CREATE TABLE members (org INTEGER, person TEXT, role TEXT, PRIMARY KEY (org, person))")
-    SyncedDatabase(f"sqlite:///{path}").enable_sync(["docs", "members"])
+    db = SyncedDatabase(f"sqlite:///{path}")
+    db.enable_sync(["docs", "members"])
+    db.update_state(device_id="this-device")
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("INSERT INTO docs (t) VALUES ('no key given')")
     conn.execute("INSERT INTO members VALUES (1, 'ann', 'admin')")
@@ -140,11 +174,14 @@ def test_wide_tables_and_awkward_names(tmp_path: Path) -> None:
     cols = ", ".join(f'"c {i}"" x" TEXT' for i in range(130))
     with sqlite3.connect(path) as conn:
         conn.execute(f'CREATE TABLE "odd ""name""" (id TEXT PRIMARY KEY, {cols})')
-    SyncedDatabase(f"sqlite:///{path}").enable_sync(['odd "name"'])
+    db = SyncedDatabase(f"sqlite:///{path}")
+    db.enable_sync(['odd "name"'])
+    db.update_state(device_id="this-device")
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute('INSERT INTO "odd ""name""" (id, "c 129"" x") VALUES (\'r\', \'v\')')
+    (create,) = captured(conn)
     conn.execute('UPDATE "odd ""name""" SET "c 0"" x" = \'w\' WHERE id = \'r\'')
-    (create, modify) = captured(conn)
+    (modify,) = captured(conn)
     assert len(create[2]) == 130 and create[2]['c 129" x'] == "v"
     assert modify[2] == {'c 0" x': "w"}
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 ValueKind = Literal[
     "any",
@@ -83,6 +83,18 @@ class TableInfo:
         return cls(name, columns, tuple(data["pk"]))
 
 
+@dataclass(frozen=True, slots=True)
+class Captured:
+    """One captured change, read back for stamping: key and values already in wire encoding (JSON text)."""
+
+    seq: int
+    table: str
+    pk: str
+    op: str
+    value: str | None
+    wall_ms: int
+
+
 def quote(identifier: str) -> str:
     """Quote an SQL identifier (both dialects use double quotes, doubled inside)."""
     return '"' + identifier.replace('"', '""') + '"'
@@ -120,6 +132,27 @@ class CaptureDialect(ABC):
     @abstractmethod
     def capture_existing_rows(self, conn: Connection, table: TableInfo) -> None:
         """Log every row already in ``table`` as a create, so existing data reaches the other devices."""
+
+    def read_captured(
+        self, conn: Connection, after: int, limit: int, tables: Mapping[str, TableInfo]
+    ) -> tuple[list[int], list[Captured]]:
+        """Up to ``limit`` captured rows after seq ``after``, in capture order.
+
+        Returns the seqs read (the caller deletes exactly those) and the changes to log, which may be fewer:
+        a dialect may drop a row that needs no entry. A dialect whose triggers store values at capture time
+        just reads them (this default); SQLite's triggers store only keys, and it reads values here, off
+        the application's write path.
+        """
+        rows = conn.execute(
+            text(
+                f"SELECT seq, tbl, pk, op, value, wall_ms FROM {CAPTURE_TABLE} WHERE seq > :after "
+                "ORDER BY seq LIMIT :limit"
+            ),
+            {"after": after, "limit": limit},
+        ).all()
+        return [int(r[0]) for r in rows], [
+            Captured(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows
+        ]
 
     @abstractmethod
     def silence(self, conn: Connection) -> None:

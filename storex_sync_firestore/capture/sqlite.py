@@ -1,8 +1,11 @@
 """SQLite capture: triggers that log every change into ``_sync_capture`` inside the writer's transaction.
 
 The triggers are plain SQL, so every writer is captured: ``sqlite3``, SQLAlchemy, Django, the ``sqlite3``
-shell. They do as little as possible on the application's write path (one row into a table with no
-secondary index); stamping entries with the hybrid logical clock happens later, when sync runs.
+shell. They do as little as possible on the application's write path: one row into a table with no
+secondary index, holding the operation, the raw key and, for an update, which columns changed. Values are
+read and encoded when sync runs (``read_captured``), together with the clock stamp. Reading them late is
+safe: a value newer than the change that logged it was written by a later change, which has its own,
+later entry carrying the same value.
 
 Silencing costs the application nothing: the triggers have no ``WHEN`` guard. The sync transaction that
 applies remote changes notes where ``_sync_capture`` ends, applies, and deletes what its own writes
@@ -16,16 +19,16 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import Engine
 
-from ..codec import JsonScalar
+from ..codec import JsonScalar, dumps
 from ..errors import UnsuitableTableError
 from .base import (
     CAPTURE_TABLE,
@@ -33,6 +36,7 @@ from .base import (
     QUARANTINE_TABLE,
     STATE_TABLE,
     TABLES_TABLE,
+    Captured,
     CaptureDialect,
     ColumnInfo,
     TableInfo,
@@ -43,15 +47,16 @@ from .base import (
 
 WALL_MS_SQL = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _ARGS_PER_CALL = 60  # SQLite functions take at most 127 arguments
-_UNCHANGED = "'$.\"#unchanged#\"'"
+MAX_KEY_COLUMNS = 8
+_KEYS = [f"k{i}" for i in range(1, MAX_KEY_COLUMNS + 1)]
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS {CAPTURE_TABLE} (
     seq INTEGER PRIMARY KEY,
     tbl TEXT NOT NULL,
-    pk TEXT NOT NULL,
     op TEXT NOT NULL,
-    value TEXT,
+    {", ".join(_KEYS)},
+    changed TEXT,
     wall_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
@@ -138,29 +143,6 @@ def _inner(obj: str) -> str:
     return f"substr({obj}, 2, length({obj}) - 2)"
 
 
-def _changed_object_sql(table: TableInfo) -> str:
-    """JSON object of the columns whose value an UPDATE changed, built from ``NEW``."""
-    cols = table.value_columns
-    if len(cols) <= _ARGS_PER_CALL and not any('"' in c.name for c in cols):
-        # Fast path: the whole row, minus unchanged columns (a path that matches nothing removes nothing).
-        paths = [
-            f"CASE WHEN OLD.{quote(c.name)} IS NEW.{quote(c.name)} THEN {literal(_path(c.name))} "
-            f"ELSE {_UNCHANGED} END"
-            for c in cols
-        ]
-        return f"json_remove({row_object_sql(table, 'NEW')}, {', '.join(paths)})"
-    fragments = [
-        f"CASE WHEN OLD.{quote(c.name)} IS NOT NEW.{quote(c.name)} THEN ',' || "
-        f"{_inner(_json_object_sql([(c.name, value_sql(f'NEW.{quote(c.name)}', c.kind))]))} ELSE '' END"
-        for c in cols
-    ]
-    return "json('{' || substr(" + " || ".join(fragments) + ", 2) || '}')"
-
-
-def _path(column: str) -> str:
-    return '$."' + column + '"'
-
-
 def row_object_sql(table: TableInfo, row: str) -> str:
     """JSON object of every non-key column of ``row`` (``NEW``, ``OLD`` or the table itself)."""
     return _json_object_sql(
@@ -182,36 +164,55 @@ def _key_kind(kind: ValueKind) -> ValueKind:
     return "any" if kind == "uuid" else kind
 
 
-def trigger_names(table_name: str) -> tuple[str, str, str]:
-    return tuple(f"_sync_{table_name}_{op}" for op in ("insert", "update", "delete"))  # type: ignore[return-value]
+def trigger_names(table_name: str) -> list[str]:
+    return [f"_sync_{table_name}_{op}" for op in ("insert", "update", "rekey", "delete")]
 
 
 def trigger_sql(table: TableInfo) -> list[str]:
-    """The three ``CREATE TRIGGER`` statements that capture ``table``."""
+    """The ``CREATE TRIGGER`` statements that capture ``table``: insert, update, key change, delete."""
     t, name = quote(table.name), literal(table.name)
-    ins, upd, dele = (quote(n) for n in trigger_names(table.name))
-    into = f"INSERT INTO {CAPTURE_TABLE} (tbl, pk, op, value, wall_ms)"
-    key_changed = " OR ".join(f"OLD.{quote(c)} IS NOT NEW.{quote(c)}" for c in table.pk)
-    cols = table.value_columns
-    modify = ""
-    if cols:
-        changed = " OR ".join(f"OLD.{quote(c.name)} IS NOT NEW.{quote(c.name)}" for c in cols)
-        modify = (
-            f"{into} SELECT {name}, {pk_sql(table, 'NEW')}, 'modify', {_changed_object_sql(table)}, "
-            f"{WALL_MS_SQL} WHERE NOT ({key_changed}) AND ({changed});"
-        )
-    return [
+    ins, upd, rekey, dele = (quote(n) for n in trigger_names(table.name))
+    keys = ", ".join(_KEYS[: len(table.pk)])
+    into = f"INSERT INTO {CAPTURE_TABLE} (tbl, op, {keys}, changed, wall_ms)"
+
+    def key(row: str) -> str:
+        return ", ".join(f"{row}.{quote(c)}" for c in table.pk)
+
+    same_key = " AND ".join(f"OLD.{quote(c)} IS NEW.{quote(c)}" for c in table.pk)
+    statements = [
         f"CREATE TRIGGER {ins} AFTER INSERT ON {t} BEGIN "
-        f"{into} VALUES ({name}, {pk_sql(table, 'NEW')}, 'create', {row_object_sql(table, 'NEW')}, "
-        f"{WALL_MS_SQL}); END",
-        f"CREATE TRIGGER {upd} AFTER UPDATE ON {t} BEGIN "
-        f"{into} SELECT {name}, {pk_sql(table, 'OLD')}, 'delete', NULL, {WALL_MS_SQL} WHERE {key_changed}; "
-        f"{into} SELECT {name}, {pk_sql(table, 'NEW')}, 'create', {row_object_sql(table, 'NEW')}, "
-        f"{WALL_MS_SQL} WHERE {key_changed}; "
-        f"{modify} END",
+        f"{into} VALUES ({name}, 'create', {key('NEW')}, NULL, {WALL_MS_SQL}); END",
+        f"CREATE TRIGGER {rekey} AFTER UPDATE ON {t} WHEN NOT ({same_key}) BEGIN "
+        f"{into} VALUES ({name}, 'delete', {key('OLD')}, NULL, {WALL_MS_SQL}); "
+        f"{into} VALUES ({name}, 'create', {key('NEW')}, NULL, {WALL_MS_SQL}); END",
         f"CREATE TRIGGER {dele} AFTER DELETE ON {t} BEGIN "
-        f"{into} VALUES ({name}, {pk_sql(table, 'OLD')}, 'delete', NULL, {WALL_MS_SQL}); END",
+        f"{into} VALUES ({name}, 'delete', {key('OLD')}, NULL, {WALL_MS_SQL}); END",
     ]
+    cols = table.value_columns
+    if cols:
+        changed = [f"(OLD.{quote(c.name)} IS NOT NEW.{quote(c.name)})" for c in cols]
+        statements.append(
+            f"CREATE TRIGGER {upd} AFTER UPDATE ON {t} WHEN ({same_key}) AND ({' OR '.join(changed)}) BEGIN "
+            f"{into} VALUES ({name}, 'modify', {key('NEW')}, {' || '.join(changed)}, {WALL_MS_SQL}); END"
+        )
+    return statements
+
+
+def read_values_sql(table: TableInfo) -> str:
+    """Captured rows of ``table`` in a seq range, with the encoded key and the row's current values."""
+    keys = [f"c.{k}" for k in _KEYS[: len(table.pk)]]
+    key_json = (
+        "json_array("
+        + ", ".join(value_sql(ref, _key_kind(c.kind)) for ref, c in zip(keys, table.pk_columns, strict=True))
+        + ")"
+    )
+    join = " AND ".join(f"t.{quote(c)} = {ref}" for c, ref in zip(table.pk, keys, strict=True))
+    found = f"t.{quote(table.pk[0])} IS NOT NULL"
+    return (
+        f"SELECT c.seq, c.op, c.changed, c.wall_ms, {key_json}, {found}, {row_object_sql(table, 't')} "
+        f"FROM {CAPTURE_TABLE} c LEFT JOIN {quote(table.name)} t ON {join} "
+        "WHERE c.tbl = :tbl AND c.seq >= :lo AND c.seq <= :hi"
+    )
 
 
 _NOT_SYNCABLE = re.compile(r"^(_sync_|sqlite_)")
@@ -259,6 +260,11 @@ class SQLiteCapture(CaptureDialect):
                 hint="use a globally unique TEXT key, filled by storex_sync_firestore.uuid7() or by "
                 "the column default storex_sync_firestore.SQLITE_UUID7_DEFAULT",
             )
+        if len(pk) > MAX_KEY_COLUMNS:
+            raise UnsuitableTableError(
+                f"table {name!r} has a {len(pk)}-column primary key; sync supports up to {MAX_KEY_COLUMNS}",
+                hint="give it a single globally unique key column",
+            )
         return TableInfo(name, columns, pk)
 
     def install_triggers(self, conn: Connection, table: TableInfo) -> None:
@@ -271,12 +277,42 @@ class SQLiteCapture(CaptureDialect):
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote(trigger)}")
 
     def capture_existing_rows(self, conn: Connection, table: TableInfo) -> None:
-        t = quote(table.name)
+        keys = ", ".join(_KEYS[: len(table.pk)])
         conn.exec_driver_sql(
-            f"INSERT INTO {CAPTURE_TABLE} (tbl, pk, op, value, wall_ms) "
-            f"SELECT {literal(table.name)}, {pk_sql(table, t)}, 'create', {row_object_sql(table, t)}, "
-            f"{WALL_MS_SQL} FROM {t}"
+            f"INSERT INTO {CAPTURE_TABLE} (tbl, op, {keys}, wall_ms) "
+            f"SELECT {literal(table.name)}, 'create', {', '.join(quote(c) for c in table.pk)}, {WALL_MS_SQL} "
+            f"FROM {quote(table.name)}"
         )
+
+    def read_captured(
+        self, conn: Connection, after: int, limit: int, tables: Mapping[str, TableInfo]
+    ) -> tuple[list[int], list[Captured]]:
+        rows = conn.exec_driver_sql(
+            f"SELECT seq, tbl FROM {CAPTURE_TABLE} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        ).all()
+        if not rows:
+            return [], []
+        lo, hi = rows[0][0], rows[-1][0]
+        captured: list[Captured] = []
+        for name in sorted({r[1] for r in rows}):
+            table = tables.get(name)
+            if table is None:
+                continue  # sync was disabled for the table since: nothing to log
+            names = [c.name for c in table.value_columns]
+            for seq, op, changed, wall_ms, pk, found, full in conn.execute(
+                text(read_values_sql(table)), {"tbl": name, "lo": lo, "hi": hi}
+            ):
+                if op == "delete":
+                    captured.append(Captured(seq, name, pk, op, None, wall_ms))
+                elif found and op == "create":
+                    captured.append(Captured(seq, name, pk, op, full, wall_ms))
+                elif found:
+                    values = json.loads(full)
+                    picked = {n: values[n] for n, flag in zip(names, changed, strict=True) if flag == "1"}
+                    captured.append(Captured(seq, name, pk, op, dumps(picked), wall_ms))
+                # A row gone by now was deleted or re-keyed by a later change, whose entry says so.
+        captured.sort(key=lambda c: c.seq)
+        return [r[0] for r in rows], captured
 
     def silence(self, conn: Connection) -> None:
         conn.info["sync_capture_mark"] = conn.exec_driver_sql(
