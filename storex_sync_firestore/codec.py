@@ -17,12 +17,26 @@ import json
 import math
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from .errors import InvalidEntryError
 from .models import OPS, Json, LogEntry
+
+
+@dataclass(frozen=True, slots=True)
+class JsonScalar:
+    """A JSON column value that is a bare scalar (``"abc"``, ``5``, ``true``, ``null``): ``{"$json": "abc"}``.
+
+    Decoded objects and arrays are plain dicts and lists, but a decoded JSON *string* would be
+    indistinguishable from text, and a JSON column would then store ``abc`` instead of ``"abc"``. The
+    wrapper keeps the difference until ``to_db`` writes it as JSON.
+    """
+
+    value: str | int | float | bool | None
+
 
 TAGS = frozenset({"$bytes", "$date", "$datetime", "$decimal", "$uuid", "$json", "$float"})
 
@@ -50,6 +64,8 @@ def encode_value(value: Any) -> Json:
         return {"$uuid": str(value)}
     if isinstance(value, dict | list):
         return {"$json": value}
+    if isinstance(value, JsonScalar):
+        return {"$json": value.value}
     raise TypeError(f"cannot encode a {type(value).__name__} for the sync log")
 
 
@@ -77,7 +93,7 @@ def _decode_float(raw: str) -> float:
 
 
 def _decode_json(raw: Any) -> Any:
-    return raw
+    return raw if isinstance(raw, dict | list) else JsonScalar(raw)
 
 
 _DECODERS = {

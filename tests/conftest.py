@@ -56,6 +56,20 @@ def memory_log() -> MemorySharedLog:
     return MemorySharedLog()
 
 
+@pytest.fixture(params=["memory", "filesystem", "firestore"])
+def backend_log(request: pytest.FixtureRequest, tmp_path: Path) -> SharedSyncLog:
+    """Each shared-log backend in turn, for the tests that must hold on all of them."""
+    if request.param == "memory":
+        return MemorySharedLog()
+    if request.param == "filesystem":
+        from storex_sync_firestore.shared_log.filesystem import FilesystemSharedLog
+
+        return FilesystemSharedLog(tmp_path / "shared-log")
+    from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
+
+    return FirestoreSharedLog(request.getfixturevalue("firestore_client"))
+
+
 @pytest.fixture
 def make_devices(tmp_path: Path, memory_log: MemorySharedLog) -> Iterator[DeviceFactory]:
     made: list[Device] = []

@@ -7,7 +7,7 @@ The clients here send ``Bearer <unsigned JWT>`` (``EndUserClient`` overrides the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,11 @@ def test_batches_must_be_well_formed_and_from_a_registered_device(
     batches = as_user("alice").collection("storexSync/alice/batches")
     good = layout.pack(make_entries(a, 1, 2), a)[0]
     fields = good.fields(a, firestore.SERVER_TIMESTAMP)
-    denied(lambda: batches.document(good.doc_id).create({**fields, "sharedOn": firestore.SERVER_TIMESTAMP, "x": 1}))
+    denied(
+        lambda: batches.document(good.doc_id).create(
+            {**fields, "sharedOn": firestore.SERVER_TIMESTAMP, "x": 1}
+        )
+    )
     denied(lambda: batches.document(good.doc_id).create({**fields, "count": 3}))
     denied(lambda: batches.document("other-" + good.doc_id).create(fields))  # id must start with deviceId
     ghost = layout.pack(make_entries("ghost", 1, 1), "ghost")[0]
@@ -137,7 +141,7 @@ def test_device_records_keep_identity_and_markers_only_move_forward(
     a = alice_log.create_device_id(user_id="alice")
     b = alice_log.create_device_id(user_id="alice")
     alice_log.write_entries(make_entries(a, 1, 2), user_id="alice", device_id=a)
-    drain(alice_log, b, user_id="alice")
+    drain(alice_log.with_options(settle_time=timedelta(0)), b, user_id="alice")  # settles the marker
     ref = as_user("alice").collection("storexSync/alice/devices").document(b)
     denied(lambda: ref.update({"deviceId": "someone-else"}))
     denied(lambda: ref.update({"createdAt": firestore.SERVER_TIMESTAMP}))

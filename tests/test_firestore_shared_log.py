@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from storex_sync_firestore.shared_log import firestore_layout as layout
 from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
-from storex_sync_firestore.testing.conformance import SharedSyncLogConformance
+from storex_sync_firestore.testing.conformance import SharedSyncLogConformance, drain, keys, make_entries
 
 
 class TestFirestoreConformance(SharedSyncLogConformance):
@@ -24,3 +26,90 @@ class TestFirestoreConformanceShortSettle(SharedSyncLogConformance):
     @pytest.fixture
     def shared_log(self, firestore_client: Any) -> Iterator[FirestoreSharedLog]:
         yield FirestoreSharedLog(firestore_client, settle_time=timedelta(seconds=1), page_docs=4)
+
+
+# ---- targeted: batches that become visible late, with an equal or earlier sharedOn ----
+
+USER = "u"
+
+
+def inject(client: Any, log: FirestoreSharedLog, device: str, hlc: int, shared_on: Any, doc_id: str) -> None:
+    """Write a batch as a commit that was in flight during the reader's query would appear afterwards."""
+    packed = layout.pack(make_entries(device, hlc, 1), device)[0]
+    client.collection(log.root, USER, layout.BATCHES).document(doc_id).create(
+        packed.fields(device, shared_on)
+    )
+
+
+@pytest.mark.parametrize("settle", [timedelta(seconds=1), timedelta(seconds=30)])
+def test_late_batches_with_equal_or_earlier_timestamps_are_delivered_once(
+    firestore_client: Any, settle: timedelta
+) -> None:
+    log = FirestoreSharedLog(firestore_client, settle_time=settle)
+    a, reader = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
+    log.write_entries(make_entries(a, 100, 1), user_id=USER, device_id=a)
+    first = drain(log, reader, user_id=USER)
+    assert keys(first) == [(a, 100)]
+    shown = next(iter(firestore_client.collection(log.root, USER, layout.BATCHES).stream()))
+    ts = shown.get(layout.F_SHARED_ON)
+    # Same millisecond, smaller id; and 100 ms earlier (the emulator stamps ~150 ms before the commit).
+    inject(firestore_client, log, a, 1, ts, f"{a}-0000")
+    inject(firestore_client, log, a, 2, ts - timedelta(milliseconds=100), f"{a}-zzzz")
+    assert sorted(keys(drain(log, reader, user_id=USER))) == [(a, 1), (a, 2)]
+    assert drain(log, reader, user_id=USER) == []
+
+
+def test_late_batches_between_pages_of_one_read(firestore_client: Any) -> None:
+    """A batch lands at an already-paged timestamp while the reader is in the middle of paging."""
+    log = FirestoreSharedLog(firestore_client, settle_time=timedelta(seconds=30), page_docs=2)
+    a, reader = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
+    for i in range(6):
+        log.write_entries(make_entries(a, 10 * i + 10, 1), user_id=USER, device_id=a)
+    got = []
+    update = log.get_unsynced_entries(user_id=USER, device_id=reader, batch_size=1)
+    got += update.entries
+    log.mark_as_seen(update, user_id=USER, device_id=reader)
+    ts = next(iter(firestore_client.collection(log.root, USER, layout.BATCHES).stream())).get(
+        layout.F_SHARED_ON
+    )
+    inject(firestore_client, log, a, 1, ts, f"{a}-0000")
+    got += drain(log, reader, user_id=USER, batch_size=1)
+    assert sorted(keys(got)) == sorted([(a, 1), *[(a, 10 * i + 10) for i in range(6)]])
+    assert len(got) == 7
+
+
+def test_shared_until_is_stored_and_honoured(firestore_client: Any) -> None:
+    """Regression for the original's flaw 1: create_device_id(shared_until=...) was ignored."""
+    log = FirestoreSharedLog(firestore_client)
+    a = log.create_device_id(user_id=USER)
+    log.write_entries(make_entries(a, 1, 3), user_id=USER, device_id=a)
+    cutoff = datetime.now(UTC) + timedelta(milliseconds=5)
+    late = log.create_device_id(user_id=USER, shared_until=cutoff)
+    info = log.get_device_info(user_id=USER, device_id=late)
+    assert info is not None and info.shared_until == cutoff
+    while datetime.now(UTC) <= cutoff:
+        time.sleep(0.001)
+    log.write_entries(make_entries(a, 10, 1), user_id=USER, device_id=a)
+    assert keys(drain(log, late, user_id=USER)) == [(a, 10)]
+
+
+def test_without_a_settle_time_late_batches_would_be_skipped(firestore_client: Any) -> None:
+    """The settle time is what saves the cases above: a naive "last sharedOn" marker loses them."""
+    log = FirestoreSharedLog(firestore_client, settle_time=timedelta(0))
+    a, reader = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
+    log.write_entries(make_entries(a, 100, 1), user_id=USER, device_id=a)
+    drain(log, reader, user_id=USER)
+    ts = next(iter(firestore_client.collection(log.root, USER, layout.BATCHES).stream())).get(
+        layout.F_SHARED_ON
+    )
+    inject(firestore_client, log, a, 1, ts, f"{a}-0000")
+    assert drain(log, reader, user_id=USER) == []  # lost: this is the assumption documented on settle_time
+
+
+def test_a_firebase_admin_client_works(firestore_project: str) -> None:
+    from storex_sync_firestore.shared_log.firestore_clients import client_from_firebase_admin
+
+    log = FirestoreSharedLog(client_from_firebase_admin(project=firestore_project))
+    a, b = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
+    log.write_entries(make_entries(a, 1, 2), user_id=USER, device_id=a)
+    assert keys(drain(log, b, user_id=USER)) == [(a, 1), (a, 2)]

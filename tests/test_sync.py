@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storex_sync_firestore import JsonSerializer, MemorySharedLog, SharedEntry
+from storex_sync_firestore.shared_log.base import SharedSyncLog
 from storex_sync_firestore.testing.conformance import drain
 
 from .conftest import Device, DeviceFactory, assert_converged, sync_all
@@ -23,8 +24,10 @@ def all_shared_entries(log: MemorySharedLog, user_id: str = "alice") -> list[Sha
     return drain(log, observer)
 
 
-def test_three_devices_converge_after_interleaved_edits(make_devices: DeviceFactory) -> None:
-    a, b, c = make_devices(3)
+def test_three_devices_converge_after_interleaved_edits(
+    make_devices: DeviceFactory, backend_log: SharedSyncLog
+) -> None:
+    a, b, c = make_devices(3, log=backend_log)
     a.sql("INSERT INTO notes VALUES ('n1', 'groceries', 'milk', 1)")
     a.sql("INSERT INTO notes VALUES ('n2', 'todo', 'call mum', 2)")
     b.sql("INSERT INTO notes VALUES ('n3', 'ideas', 'sync lib', 3)")
@@ -47,8 +50,10 @@ def test_three_devices_converge_after_interleaved_edits(make_devices: DeviceFact
     assert ("n2", "todo again", None, 5) in assert_converged([a, b, c])["notes"]
 
 
-def test_offline_device_catches_up_and_its_edits_order_by_time(make_devices: DeviceFactory) -> None:
-    a, b = make_devices(2)
+def test_offline_device_catches_up_and_its_edits_order_by_time(
+    make_devices: DeviceFactory, backend_log: SharedSyncLog
+) -> None:
+    a, b = make_devices(2, log=backend_log)
     a.sql("INSERT INTO notes VALUES ('n', 't', 'v1', 1)")
     sync_all([a, b])
     b.sql("UPDATE notes SET body = 'offline edit on b' WHERE id = 'n'")  # b is offline for a while
@@ -60,10 +65,10 @@ def test_offline_device_catches_up_and_its_edits_order_by_time(make_devices: Dev
     assert assert_converged([a, b])["notes"] == [("n", "t", "a4", 1)]
 
 
-def test_existing_rows_reach_other_devices_and_equal_rows_merge(tmp_path: Any, memory_log: Any) -> None:
+def test_existing_rows_reach_other_devices_and_equal_rows_merge(tmp_path: Any, backend_log: SharedSyncLog) -> None:
     schema = "CREATE TABLE notes (id TEXT PRIMARY KEY, title TEXT); INSERT INTO notes VALUES ('x', 'same');"
-    a = Device(tmp_path / "a.db", memory_log, "alice", schema, ["notes"])
-    b = Device(tmp_path / "b.db", memory_log, "alice", schema, ["notes"])
+    a = Device(tmp_path / "a.db", backend_log, "alice", schema, ["notes"])
+    b = Device(tmp_path / "b.db", backend_log, "alice", schema, ["notes"])
     a.sql("INSERT INTO notes VALUES ('only-a', 'a')")
     sync_all([a, b])
     assert assert_converged([a, b])["notes"] == [("only-a", "a"), ("x", "same")]

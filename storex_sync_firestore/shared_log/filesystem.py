@@ -194,10 +194,10 @@ class FilesystemSharedLog(SharedSyncLog):
                 has_more = True  # a gap: a concurrent commit not listed yet; never skip past it
                 break
             body: dict[str, object] | None = None
-            if not f"_{rest}".startswith(own) or shared_until is not None:
+            if not f"_{rest}".startswith(own):  # our own batches are skipped unread
                 body = _read_json(user_dir / "batches" / f"{seq:012d}_{rest}.json")
                 read += 1
-            if body is not None and body["device_id"] != device_id and not _before(body, shared_until):
+            if body is not None and not _before(body, shared_until):
                 data = [SharedEntry(str(body["device_id"]), int(h), str(d)) for h, d in _pairs(body)]
                 if batch_size is not None and entries and len(entries) + len(data) > batch_size:
                     has_more = True
@@ -206,17 +206,19 @@ class FilesystemSharedLog(SharedSyncLog):
             last = seq
         return UnsyncedUpdate(entries, memo=last, documents_read=read, has_more=has_more)
 
-    def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> None:
+    def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> WriteResult:
         user_dir = self._user_dir(user_id)
         self._device(user_dir, user_id, device_id)
         with self._locked(user_dir):
             current = self._marker(user_dir, device_id)
             target = int(update.memo or 0)
-            if target > current:
-                _write_atomically(
-                    user_dir / "markers" / f"{_name('device id', device_id)}.json",
-                    json.dumps({"seq": target}).encode(),
-                )
+            if target <= current:
+                return WriteResult(0)  # nothing moved: no write
+            _write_atomically(
+                user_dir / "markers" / f"{_name('device id', device_id)}.json",
+                json.dumps({"seq": target}).encode(),
+            )
+        return WriteResult(1)
 
     @staticmethod
     def _marker(user_dir: Path, device_id: str) -> int:

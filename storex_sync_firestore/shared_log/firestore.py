@@ -63,7 +63,7 @@ def translate_errors(operation: str) -> Iterator[None]:
     except gexc.FailedPrecondition as exc:
         raise PermanentSharedLogError(
             f"Firestore refused {operation}: {exc.message}",
-            hint="if it names a missing index, deploy firestore.indexes.json (firebase deploy --only firestore)",
+            hint="if it names a missing index: firebase deploy --only firestore (firestore.indexes.json)",
         ) from exc
     except Exception as exc:
         if is_transient(exc):
@@ -167,10 +167,9 @@ class FirestoreSharedLog(SharedSyncLog):
         }
 
         def create() -> None:
-            try:
+            # AlreadyExists can only be our own earlier attempt that landed: the id is a fresh uuid.
+            with contextlib.suppress(gexc.AlreadyExists):
                 ref.create(body, **self._rpc())
-            except gexc.AlreadyExists:  # a retry of our own create that had landed: the id is a fresh uuid
-                pass
 
         self._call(f"registering a device for user {user_id!r}", create)
         self.stats.add(documents_written=1, commits=1)

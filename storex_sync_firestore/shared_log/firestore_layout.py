@@ -66,11 +66,11 @@ COMMIT_LIMIT = 4 * 1024 * 1024
 COMMIT_MARGIN = 64 * 1024
 #: Upper bound of the protobuf bytes one entry adds to a commit besides its data (two Values in arrays).
 ENTRY_WIRE_OVERHEAD = 24
-#: Upper bound of a document's protobuf bytes besides its entries (name, fixed fields, transform, precondition).
+#: Upper bound of a document's protobuf bytes besides its entries (name, fields, transform, precondition).
 DOC_WIRE_OVERHEAD = DOC_RESERVE
 #: Largest total of ``len(data.encode())`` per ``write_entries``. With ENTRY_WIRE_OVERHEAD per entry, this
-#: fits one commit for entries averaging 40 bytes or more; smaller ones raise a PermanentSharedLogError.
-MAX_BATCH_BYTES = 2_560 * 1024
+#: fits one commit for entries averaging 32 bytes or more; smaller ones raise a PermanentSharedLogError.
+MAX_BATCH_BYTES = 2 * 1024 * 1024
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -140,7 +140,7 @@ class PackedBatch:
     payload_bytes: int
 
     def fields(self, device_id: str, shared_on: Any) -> dict[str, Any]:
-        """The document body; ``shared_on`` is the server-timestamp sentinel (kept out of this pure module)."""
+        """The document body; ``shared_on`` is the server-timestamp sentinel (kept out of this module)."""
         return {
             F_DEVICE_ID: device_id,
             F_SHARED_ON: shared_on,
@@ -215,7 +215,8 @@ def commit_size_upper_bound(batches: Iterable[PackedBatch]) -> int:
     """An upper bound of the commit request's encoded size for creating ``batches`` in one commit."""
     total = 1_024
     for batch in batches:
-        total += DOC_WIRE_OVERHEAD + batch.payload_bytes + len(batch.hlcs) * ENTRY_WIRE_OVERHEAD
+        data_bytes = batch.payload_bytes - len(batch.hlcs) * ENTRY_DOC_OVERHEAD
+        total += DOC_WIRE_OVERHEAD + data_bytes + len(batch.hlcs) * ENTRY_WIRE_OVERHEAD
     return total
 
 

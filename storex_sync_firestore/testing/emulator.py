@@ -61,7 +61,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def load_firebase_json(path: str | Path) -> dict[str, Any]:
-    """``host``, ``port`` and absolute ``rules`` path of the Firestore emulator as ``firebase.json`` sets them."""
+    """``host``, ``port`` and absolute ``rules`` path of the emulator, as ``firebase.json`` sets them."""
     path = Path(path).resolve()
     config = json.loads(path.read_text())
     emulator = config.get("emulators", {}).get("firestore", {})
@@ -195,13 +195,14 @@ class FirestoreEmulator:
         self._request("DELETE", f"/emulator/v1/projects/{project}/databases/(default)/documents")
 
     def set_rules(self, project: str, text: str) -> None:
-        """Replace the security rules of ``project``; raises with the compile errors if they do not compile."""
+        """Replace the security rules of ``project``; raises with the compile errors if any."""
         body = {"rules": {"files": [{"name": "firestore.rules", "content": text}]}}
         self._request("PUT", f"/emulator/v1/projects/{project}:securityRules", body)
 
     def export(self, project: str, directory: str | Path) -> Path:
         """Export ``project`` to ``directory``; returns the metadata file to pass as ``seed_from_export``."""
         directory = Path(directory).resolve()
+        directory.mkdir(parents=True, exist_ok=True)
         body = {"database": f"projects/{project}/databases/(default)", "export_directory": str(directory)}
         self._request("POST", f"/emulator/v1/projects/{project}:export", body)
         found = sorted(directory.rglob("*.overall_export_metadata"))

@@ -1,0 +1,242 @@
+"""``storex-sync``: the command line. Each command parses, calls one function of ``commands``, prints.
+
+Errors are the library's (every ``SyncError`` names its fix in ``.hint``); here they become one line on
+stderr and exit status 1. ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import commands
+from .errors import SyncError
+from .models import SyncSummary
+from .progress import SyncProgress
+
+log = logging.getLogger("storex_sync_firestore")
+
+
+def _one_line(exc: BaseException) -> str:
+    """What went wrong and what to do, on one line."""
+    if isinstance(exc, SyncError):
+        message = str(exc.args[0]) if exc.args else type(exc).__name__
+        text = f"{message}; {exc.hint}" if exc.hint else message
+    elif isinstance(exc, SQLAlchemyError):
+        cause = getattr(exc, "orig", None) or exc
+        text = f"database error: {cause}; check --db and that the database server is running"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+class _Group(click.Group):
+    """Turns library errors into one-line messages unless ``--debug`` was given."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (SyncError, SQLAlchemyError, OSError) as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(_one_line(exc)) from exc
+
+
+db_option = click.option(
+    "--db", "db_url", required=True, metavar="URL", help="SQLAlchemy URL, e.g. sqlite:///notes.db"
+)
+timeout_option = click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Give up on an unreachable shared log after this long (default: 60).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="storex-sync-firestore")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Log more (INFO for every library module).")
+def cli(debug: bool, verbose: bool) -> None:
+    """Sync SQLite and PostgreSQL databases through a shared change log in Cloud Firestore.
+
+    Start with 'storex-sync demo', then 'init' each database and 'sync' or 'watch' it.
+    """
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not debug:  # progress lines are INFO; the rest of the package stays quiet
+        logging.getLogger("storex_sync_firestore.progress").setLevel(logging.INFO)
+
+
+@cli.command()
+@db_option
+@click.option("--tables", help="Comma-separated tables to sync (optional when re-running init).")
+@click.option("--user", "user_id", help="The user whose devices share the log (default: kept, else $USER).")
+@click.option("--log", "log_url", metavar="LOG", help="firestore://PROJECT[/ROOT], a folder, or memory://.")
+@click.option("--new-device", is_flag=True, help="Register as a new device, forgetting the stored id.")
+@timeout_option
+@json_option
+def init(
+    db_url: str,
+    tables: str | None,
+    user_id: str | None,
+    log_url: str | None,
+    new_device: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Enable sync on tables and register the database as a device. Safe to run again."""
+    names = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
+    db = commands.open_database(db_url, create=True)
+    result = commands.init_database(
+        db, names, user_id=user_id, log_url=log_url, new_device=new_device, timeout=timeout
+    )
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"device {result['device_id']} of user {result['user_id']} in {result['log']}")
+        click.echo(f"syncing tables: {', '.join(result['tables'])}")
+
+
+def _summary_text(summary: SyncSummary) -> str:
+    s = summary
+    status = "" if s.finished else " (stopped early)"
+    return (
+        f"sent {s.sent}, received {s.received}, applied {s.applied}, set aside {s.set_aside}{status}\n"
+        f"log documents: {s.documents_read} read, {s.documents_written} written"
+    )
+
+
+@cli.command()
+@db_option
+@timeout_option
+@json_option
+def sync(db_url: str, timeout: float | None, as_json: bool) -> None:
+    """Run one full sync: receive, share, reconcile."""
+    db = commands.open_database(db_url)
+    progress = SyncProgress(totals={"share": commands.pending_count(db)})
+    try:
+        summary = commands.sync_database(db, timeout=timeout, progress=progress)
+    except (SyncError, SQLAlchemyError, OSError) as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": _one_line(exc)}))
+        raise
+    finally:
+        progress.close()
+    click.echo(json.dumps({"ok": True, **summary.as_dict()}) if as_json else _summary_text(summary))
+
+
+@cli.command()
+@db_option
+@click.option(
+    "--interval",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Poll the shared log this often (default: 2; 60 with Firestore, which also pushes changes).",
+)
+@timeout_option
+def watch(db_url: str, interval: float | None, timeout: float | None) -> None:
+    """Keep syncing until Ctrl-C: soon after a local change or another device's upload."""
+    from .continuous import ContinuousSync
+
+    db = commands.open_database(db_url)
+    state = commands.initialized_state(db)
+    runner = ContinuousSync(
+        db, commands.open_log(state["log"], timeout=timeout), remote_poll_interval=interval
+    )
+    started: dict[str, float] = {}
+    runner.events.on("sync_started", lambda: started.update(at=time.monotonic()))
+    runner.events.on("sync_finished", lambda **kw: _report_watch(started.get("at", 0.0), **kw))
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    runner.start()
+    click.echo(f"watching {db_url} through {state['log']}; Ctrl-C to stop")
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+    click.echo("stopped")
+
+
+def _report_watch(
+    started: float, *, summary: SyncSummary | None, error: BaseException | None, **_: Any
+) -> None:
+    stamp = datetime.now().strftime("%H:%M:%S")
+    took = time.monotonic() - started
+    if error is not None:
+        click.echo(f"{stamp} sync failed: {_one_line(error)}", err=True)
+    elif summary is not None and (summary.sent or summary.received or summary.applied or summary.set_aside):
+        s = summary
+        click.echo(
+            f"{stamp} sent {s.sent}, received {s.received}, applied {s.applied}, "
+            f"set aside {s.set_aside} ({took:.2f} s)"
+        )
+
+
+@cli.command()
+@db_option
+@json_option
+def status(db_url: str, as_json: bool) -> None:
+    """Show the device, its log, what waits to be shared or applied, and the last sync."""
+    info = commands.database_status(commands.open_database(db_url))
+    if as_json:
+        click.echo(json.dumps(info, default=str))
+        return
+    for label, key in (("device", "device_id"), ("user", "user_id"), ("log", "log")):
+        click.echo(f"{label:<13}{info[key]}")
+    click.echo(f"{'tables':<13}{', '.join(info['tables'])}")
+    click.echo(
+        f"{'entries':<13}{info['unshared']} unshared, {info['unintegrated']} unintegrated, "
+        f"{info['withheld']} withheld, {info['set_aside']} set aside"
+    )
+    last = info["last_sync"]
+    if not last:
+        click.echo(f"{'last sync':<13}never")
+    elif last.get("ok"):
+        s = last["summary"]
+        click.echo(f"{'last sync':<13}{last['at']} ok: sent {s['sent']}, received {s['received']}, "
+                   f"applied {s['applied']}")  # fmt: skip
+    else:
+        click.echo(f"{'last sync':<13}{last['at']} FAILED: {last.get('error')}")
+    for e in info["set_aside_entries"]:
+        click.echo(f"  set aside {e['direction']} {e['table'] or ''} {e['pk'] or ''} "
+                   f"({e['device_id']}@{e['hlc']}): {e['reason']}")  # fmt: skip
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the temporary folder with both databases.")
+def demo(keep: bool) -> None:
+    """Sync two SQLite databases through a local Firestore emulator and show that they converge."""
+    from .demo import run_demo
+    from .testing.emulator import EmulatorError
+
+    try:
+        converged = run_demo(echo=click.echo, keep=keep)
+    except EmulatorError as exc:
+        raise click.ClickException(" ".join(str(exc).split("\n")[0].split())) from exc
+    if not converged:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    """Entry point of the ``storex-sync`` script and of ``python -m storex_sync_firestore``."""
+    cli(prog_name="storex-sync")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

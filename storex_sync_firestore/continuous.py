@@ -1,0 +1,266 @@
+"""Continuous sync: keep a database in sync while an application (or ``storex-sync watch``) runs.
+
+The original ``ContinuousSync`` polled every few minutes through ``RecurringTask``, which scheduled the
+next run at the *start* of a run (so runs overlapped), silently dropped a sync requested while another
+ran, and removed every ``reconciledEntries`` listener after each run (flaw 3.21). Here:
+
+* one background thread runs every sync, so two never run at once; a request made during a run is kept
+  and causes exactly one follow-up run;
+* a local change is noticed within ``local_poll_interval`` by a cheap query (are there rows in
+  ``_sync_capture``? the capture triggers write there, and a sync's own writes are silenced, so a sync
+  never triggers the next one);
+* another device's upload is noticed by a Firestore listener (``shared_log.subscribe`` if the backend
+  has one, else :mod:`.shared_log.firestore_watch`), whose callback only rings a bell, because it runs on
+  the client's thread and must not touch the database; other logs are polled every
+  ``remote_poll_interval``;
+* failures back off exponentially up to ``max_backoff`` (with jitter, so devices that failed together do
+  not retry together); ``sync_now`` skips the wait;
+* listeners are never removed behind the caller's back.
+
+Events on ``events``: ``sync_started()`` and ``sync_finished(summary=..., error=..., has_changes=...)``,
+besides those of ``do_sync``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from .capture.base import CAPTURE_TABLE
+from .database import SyncedDatabase
+from .errors import ConfigurationError, SyncError
+from .events import SyncEvents
+from .models import SyncSummary
+from .shared_log.base import SharedSyncLog
+from .sync import do_sync
+
+log = logging.getLogger(__name__)
+Unsubscribe = Callable[[], None]
+
+
+def sync_and_record(db: SyncedDatabase, shared_log: SharedSyncLog, **options: Any) -> SyncSummary:
+    """``do_sync`` and remember when it ran and how it ended in the database, for ``storex-sync status``."""
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        summary = do_sync(db, shared_log, **options)
+    except Exception as exc:
+        try:
+            db.update_state(last_sync={"at": started, "ok": False, "error": str(exc).splitlines()[0]})
+        except Exception:  # the database itself may be what failed; the original error matters more
+            log.debug("could not record the failed sync", exc_info=True)
+        raise
+    db.update_state(last_sync={"at": started, "ok": True, "summary": summary.as_dict()})
+    return summary
+
+
+def has_local_changes(db: SyncedDatabase) -> bool:
+    """True when the application changed synced rows since the last sync took them: one indexed probe."""
+    with db.engine.connect() as conn:
+        return conn.execute(text(f"SELECT 1 FROM {CAPTURE_TABLE} LIMIT 1")).first() is not None
+
+
+class ContinuousSync:
+    """Syncs ``db`` through ``shared_log`` in a background thread until :meth:`stop`.
+
+    ``sync_options`` go to :func:`do_sync` unchanged (batch sizes, hooks, progress ...). Use it as a
+    context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        db: SyncedDatabase,
+        shared_log: SharedSyncLog,
+        *,
+        events: SyncEvents | None = None,
+        local_poll_interval: float = 0.15,
+        remote_poll_interval: float | None = None,
+        min_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        listen: bool = True,
+        sync_options: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.shared_log = shared_log
+        self.events = events or SyncEvents()
+        self.local_poll_interval = local_poll_interval
+        self.remote_poll_interval = remote_poll_interval
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.listen = listen
+        self.sync_options = dict(sync_options or {})
+        self.clock = clock
+        self.failures = 0
+        self.last_summary: SyncSummary | None = None
+        self.last_error: BaseException | None = None
+        self._bell = threading.Event()
+        self._stopping = threading.Event()
+        self._cond = threading.Condition()
+        self._requested = 0  # requests made so far
+        self._covered = 0  # requests covered by the last finished run
+        self._urgent = False
+        self._outcome: tuple[SyncSummary | None, BaseException | None] = (None, None)
+        self._retry_at: float | None = None
+        self._thread: threading.Thread | None = None
+        self._unsubscribe: Unsubscribe | None = None
+
+    # ---- lifecycle ----
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> ContinuousSync:
+        """Start the sync thread (and the remote listener); the first sync runs at once. Idempotent."""
+        if self.running:
+            return self
+        state = self.db.state()
+        if not state.get("device_id"):
+            raise ConfigurationError(
+                "this database has no sync device id yet", hint="run 'storex-sync init' first"
+            )
+        self._stopping.clear()
+        if self.listen:
+            self._unsubscribe = self._subscribe(str(state.get("user_id") or ""), str(state["device_id"]))
+        if self.remote_poll_interval is None:  # a listener makes polling a safety net only
+            self.remote_poll_interval = 60.0 if self._unsubscribe else 2.0
+        self._thread = threading.Thread(target=self._loop, name="storex-sync", daemon=True)
+        self.request_sync()
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop listening and let a running sync finish (it commits or rolls back as a whole)."""
+        self._stopping.set()
+        self._bell.set()
+        if self._unsubscribe is not None:
+            try:
+                self._unsubscribe()
+            except Exception:
+                log.debug("unsubscribing the remote listener failed", exc_info=True)
+            self._unsubscribe = None
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        with self._cond:
+            self._cond.notify_all()
+
+    def __enter__(self) -> ContinuousSync:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- requests ----
+
+    def request_sync(self) -> int:
+        """Ask for a sync soon; never blocks. During a run, it queues one follow-up run (not dropped)."""
+        with self._cond:
+            self._requested += 1
+            ticket = self._requested
+        self._bell.set()
+        return ticket
+
+    def sync_now(self, timeout: float | None = None) -> SyncSummary:
+        """Run a sync that starts after this call (skipping any back-off wait) and return its summary;
+        raise its error. Raises ``TimeoutError`` if none finished within ``timeout`` seconds."""
+        if not self.running:
+            raise RuntimeError("ContinuousSync is not running; call start() first")
+        with self._cond:
+            self._urgent = True
+        ticket = self.request_sync()
+        with self._cond:
+            done = self._cond.wait_for(lambda: self._covered >= ticket or not self.running, timeout)
+            summary, error = self._outcome
+        if not done or self._covered < ticket:
+            raise TimeoutError(f"no sync finished within {timeout} s")
+        if error is not None:
+            raise error
+        assert summary is not None
+        return summary
+
+    # ---- the loop ----
+
+    def _subscribe(self, user_id: str, device_id: str) -> Unsubscribe | None:
+        subscribe = getattr(self.shared_log, "subscribe", None)
+        if callable(subscribe):
+            return subscribe(user_id=user_id, device_id=device_id, callback=self._on_remote)  # type: ignore[no-any-return]
+        if type(self.shared_log).__name__ == "FirestoreSharedLog":
+            from .shared_log.firestore_watch import watch_uploads
+
+            return watch_uploads(
+                self.shared_log, user_id=user_id, device_id=device_id, callback=self._on_remote
+            )
+        return None
+
+    def _on_remote(self) -> None:
+        """Called on the listener's thread: only note the request; the sync thread does the work."""
+        log.debug("another device uploaded; requesting a sync")
+        self.request_sync()
+
+    def _due(self, now: float, next_poll: float) -> bool:
+        with self._cond:
+            if self._requested > self._covered:
+                return True
+        if self._retry_at is not None:
+            return now >= self._retry_at
+        if now >= next_poll:
+            return True
+        try:
+            return has_local_changes(self.db)
+        except Exception:
+            log.debug("probing for local changes failed", exc_info=True)
+            return False
+
+    def _loop(self) -> None:
+        interval = self.remote_poll_interval or 2.0
+        next_poll = self.clock() + interval
+        while not self._stopping.is_set():
+            self._bell.wait(self.local_poll_interval)
+            self._bell.clear()
+            if self._stopping.is_set():
+                break
+            now = self.clock()
+            if not self._due(now, next_poll):
+                continue
+            with self._cond:
+                urgent = self._urgent
+            if self._retry_at is not None and now < self._retry_at and not urgent:
+                continue  # backing off; the request stays pending
+            self._run_once()
+            next_poll = self.clock() + interval
+        with self._cond:
+            self._cond.notify_all()
+
+    def _run_once(self) -> None:
+        with self._cond:
+            ticket, self._urgent = self._requested, False
+        self.events.emit("sync_started")
+        summary: SyncSummary | None = None
+        error: BaseException | None = None
+        try:
+            summary = sync_and_record(self.db, self.shared_log, events=self.events, **self.sync_options)
+        except Exception as exc:
+            error = exc
+        if error is None:
+            self.failures, self._retry_at = 0, None
+        else:
+            self.failures += 1
+            wait = min(self.max_backoff, self.min_backoff * 2 ** (self.failures - 1))
+            wait *= random.uniform(0.5, 1.0)
+            self._retry_at = self.clock() + wait
+            hint = " " if isinstance(error, SyncError) else f" ({type(error).__name__}) "
+            log.warning("sync failed:%s%s; retrying in %.1f s", hint, error, wait)
+        self.last_summary, self.last_error = summary, error
+        has_changes = summary is not None and (summary.applied > 0 or summary.received > 0)
+        with self._cond:
+            self._covered, self._outcome = ticket, (summary, error)
+            self._cond.notify_all()
+        self.events.emit("sync_finished", summary=summary, error=error, has_changes=has_changes)

@@ -1,0 +1,247 @@
+"""ContinuousSync: one run at a time, queued requests, quick reaction to changes, back-off."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storex_sync_firestore import SyncedDatabase, do_sync, register_device
+from storex_sync_firestore.continuous import ContinuousSync
+from storex_sync_firestore.errors import TransientSharedLogError
+from storex_sync_firestore.shared_log.base import SharedSyncLog
+from storex_sync_firestore.shared_log.filesystem import FilesystemSharedLog
+
+USER = "alice"
+
+
+def make_db(path: Path, log: SharedSyncLog) -> SyncedDatabase:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (id TEXT PRIMARY KEY, title TEXT)")
+    conn.commit()
+    conn.close()
+    db = SyncedDatabase(f"sqlite:///{path}")
+    db.enable_sync(["notes"])
+    register_device(db, log, user_id=USER)
+    return db
+
+
+def write(path: Path, sql: str) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(sql)
+    conn.close()
+
+
+def titles(path: Path) -> dict[str, str]:
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute("SELECT id, title FROM notes"))
+    finally:
+        conn.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> float:
+    """Seconds until ``condition()`` held; fails after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> FilesystemSharedLog:
+    return FilesystemSharedLog(tmp_path / "log")
+
+
+@pytest.fixture
+def devices(tmp_path: Path, log: FilesystemSharedLog) -> tuple[Path, SyncedDatabase, Path, SyncedDatabase]:
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    return a, make_db(a, log), b, make_db(b, log)
+
+
+@pytest.fixture
+def started() -> Iterator[list[ContinuousSync]]:
+    """Collects runners and stops them even when a test fails."""
+    runners: list[ContinuousSync] = []
+    yield runners
+    for runner in runners:
+        runner.stop()
+
+
+def recorder(runner: ContinuousSync) -> list[dict[str, Any]]:
+    finished: list[dict[str, Any]] = []
+    runner.events.on("sync_finished", lambda **kw: finished.append(kw))
+    return finished
+
+
+def test_a_local_change_is_shared_soon(devices: Any, log: FilesystemSharedLog, started: list[Any]) -> None:
+    a, db_a, b, db_b = devices
+    runner = ContinuousSync(db_a, log, remote_poll_interval=100)
+    finished = recorder(runner)
+    started.append(runner.start())
+    wait_for(lambda: len(finished) >= 1)  # the first sync runs at start
+    write(a, "INSERT INTO notes VALUES ('1', 'typed on a')")
+    took = wait_for(lambda: any(f["summary"] and f["summary"].sent for f in finished), timeout=3)
+    assert took < 1.0
+    do_sync(db_b, log)
+    assert titles(b) == {"1": "typed on a"}
+
+
+def test_another_devices_upload_is_applied_soon(
+    devices: Any, log: FilesystemSharedLog, started: list[Any]
+) -> None:
+    a, db_a, b, db_b = devices
+    started.append(ContinuousSync(db_a, log, remote_poll_interval=0.2).start())
+    write(b, "INSERT INTO notes VALUES ('2', 'typed on b')")
+    do_sync(db_b, log)
+    assert wait_for(lambda: titles(a) == {"2": "typed on b"}, timeout=3) < 1.5
+
+
+def test_a_request_during_a_run_is_queued_once_not_dropped(
+    devices: Any, log: Any, started: list[Any]
+) -> None:
+    _a, db_a, _b, _db_b = devices
+    runner = ContinuousSync(db_a, log, remote_poll_interval=100)
+    release = threading.Event()
+    runs: list[float] = []
+
+    def slow_start() -> None:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            assert release.wait(5)
+
+    runner.events.on("sync_started", slow_start)
+    finished = recorder(runner)
+    started.append(runner.start())
+    wait_for(lambda: len(runs) == 1)
+    for _ in range(3):
+        runner.request_sync()  # the original dropped these while a sync ran
+    release.set()
+    wait_for(lambda: len(finished) == 2)
+    time.sleep(0.5)
+    assert len(runs) == 2, "three requests during a run make exactly one follow-up run"
+    assert len(finished) == 2
+
+
+def test_sync_now_runs_after_the_call_and_returns_its_summary(
+    devices: Any, log: Any, started: list[Any]
+) -> None:
+    a, db_a, _b, _db_b = devices
+    runner = ContinuousSync(db_a, log, remote_poll_interval=100, local_poll_interval=10)
+    finished = recorder(runner)
+    started.append(runner.start())
+    wait_for(lambda: len(finished) == 1)
+    write(a, "INSERT INTO notes VALUES ('3', 'x')")  # not noticed by polling: the poll interval is 10 s
+    assert runner.sync_now(timeout=5).sent == 1
+
+
+def test_listeners_survive_runs(devices: Any, log: Any, started: list[Any]) -> None:
+    _a, db_a, _b, _db_b = devices
+    runner = ContinuousSync(db_a, log, remote_poll_interval=100)
+    seen: list[str] = []
+    runner.events.on("reconciled_entries", lambda **_: seen.append("r"))
+    runner.events.on("sync_started", lambda: seen.append("s"))
+    started.append(runner.start())
+    runner.sync_now(timeout=5)
+    runner.sync_now(timeout=5)
+    assert seen.count("s") >= 3  # start + two sync_now: the listener was not removed after a run
+
+
+class FlakyLog:
+    """Wraps a log; ``get_unsynced_entries`` fails while ``failures`` is positive."""
+
+    def __init__(self, inner: SharedSyncLog, failures: int) -> None:
+        self.inner, self.failures = inner, failures
+        self.max_batch_bytes, self.max_entry_bytes = inner.max_batch_bytes, inner.max_entry_bytes
+        self.calls: list[float] = []
+
+    def get_unsynced_entries(self, **kw: Any) -> Any:
+        self.calls.append(time.monotonic())
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransientSharedLogError("the network is down", hint="wait")
+        return self.inner.get_unsynced_entries(**kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_failures_back_off_exponentially_then_recover(devices: Any, log: Any, started: list[Any]) -> None:
+    _a, db_a, _b, _db_b = devices
+    flaky = FlakyLog(log, failures=4)
+    runner = ContinuousSync(db_a, flaky, remote_poll_interval=100, min_backoff=0.1, max_backoff=0.4)  # type: ignore[arg-type]
+    finished = recorder(runner)
+    started.append(runner.start())
+    wait_for(lambda: any(f["error"] is None for f in finished), timeout=10)
+    errors = [f["error"] for f in finished if f["error"] is not None]
+    assert len(errors) == 4 and all(isinstance(e, TransientSharedLogError) for e in errors)
+    gaps = [b - a for a, b in zip(flaky.calls, flaky.calls[1:], strict=False)]
+    assert all(g >= 0.04 for g in gaps), gaps  # never hammered: at least min_backoff * 0.5 apart
+    assert max(gaps) <= 0.4 + 0.3  # capped
+    assert runner.failures == 0
+    assert db_a.state()["last_sync"]["ok"] is True
+
+
+def test_sync_now_skips_the_back_off_and_raises_the_error(devices: Any, log: Any, started: list[Any]) -> None:
+    _a, db_a, _b, _db_b = devices
+    flaky = FlakyLog(log, failures=100)
+    runner = ContinuousSync(db_a, flaky, remote_poll_interval=100, min_backoff=30)  # type: ignore[arg-type]
+    finished = recorder(runner)
+    started.append(runner.start())
+    wait_for(lambda: len(finished) == 1)
+    with pytest.raises(TransientSharedLogError):
+        runner.sync_now(timeout=2)  # would otherwise wait 15-30 s
+    assert db_a.state()["last_sync"]["ok"] is False
+
+
+def test_stop_waits_for_the_running_sync_and_ends_the_thread(devices: Any, log: Any) -> None:
+    _a, db_a, _b, _db_b = devices
+    runner = ContinuousSync(db_a, log, remote_poll_interval=100)
+    in_sync = threading.Event()
+    runner.events.on("sync_started", lambda: (in_sync.set(), time.sleep(0.3)))
+    finished = recorder(runner)
+    runner.start()
+    assert in_sync.wait(5)
+    runner.stop()
+    assert not runner.running
+    assert len(finished) == 1  # the run in progress completed; nothing started after stop
+
+
+def test_start_refuses_a_database_without_a_device(tmp_path: Path, log: Any) -> None:
+    from storex_sync_firestore.errors import ConfigurationError
+
+    path = tmp_path / "plain.db"
+    write(path, "CREATE TABLE notes (id TEXT PRIMARY KEY, title TEXT)")
+    db = SyncedDatabase(f"sqlite:///{path}")
+    db.enable_sync(["notes"])
+    with pytest.raises(ConfigurationError):
+        ContinuousSync(db, log).start()
+
+
+def test_firestore_listener_brings_remote_changes_without_polling(
+    tmp_path: Path, firestore_client: Any, started: list[Any]
+) -> None:
+    from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
+
+    fs_log = FirestoreSharedLog(firestore_client)
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    db_a, db_b = make_db(a, fs_log), make_db(b, fs_log)
+    runner = ContinuousSync(
+        db_b, fs_log, remote_poll_interval=100
+    )  # only the listener can explain a quick sync
+    finished = recorder(runner)
+    started.append(runner.start())
+    wait_for(lambda: len(finished) >= 1, timeout=10)
+    write(a, "INSERT INTO notes VALUES ('f', 'through the listener')")
+    do_sync(db_a, fs_log)
+    took = wait_for(lambda: titles(b) == {"f": "through the listener"}, timeout=5)
+    print(f"remote change applied {took:.3f} s after the upload")
+    assert took < 2.0

@@ -1,0 +1,84 @@
+"""The filesystem shared log: the conformance suite, plus what only a folder can get wrong."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from storex_sync_firestore.shared_log.filesystem import FilesystemSharedLog
+from storex_sync_firestore.testing.conformance import (
+    USER,
+    SharedSyncLogConformance,
+    drain,
+    keys,
+    make_entries,
+)
+
+
+class TestFilesystemSharedLog(SharedSyncLogConformance):
+    @pytest.fixture
+    def shared_log(self, tmp_path: Path) -> Iterator[FilesystemSharedLog]:
+        yield FilesystemSharedLog(tmp_path / "log")
+
+
+def _upload(folder: str, device_id: str, rounds: int) -> None:
+    log = FilesystemSharedLog(folder)
+    for i in range(rounds):
+        log.write_entries(make_entries(device_id, i * 2, 2), user_id=USER, device_id=device_id)
+
+
+def test_two_processes_appending_never_lose_or_skip_a_batch(tmp_path: Path) -> None:
+    """Separate processes share nothing but the folder: the flock-assigned sequence must order them."""
+    log = FilesystemSharedLog(tmp_path)
+    writers = [log.create_device_id(user_id=USER) for _ in range(2)]
+    reader = log.create_device_id(user_id=USER)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_upload, args=(str(tmp_path), w, 25)) for w in writers]
+    for p in procs:
+        p.start()
+    got = []
+    while any(p.is_alive() for p in procs):
+        got.extend(drain(log, reader, batch_size=5))
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    got.extend(drain(log, reader, batch_size=5))
+    assert sorted(keys(got)) == sorted((w, h) for w in writers for h in range(50))
+    assert len(keys(got)) == len(set(keys(got)))
+
+
+def test_batches_are_whole_immutable_files_and_retries_write_nothing(tmp_path: Path) -> None:
+    log = FilesystemSharedLog(tmp_path)
+    a = log.create_device_id(user_id=USER)
+    batch = make_entries(a, 7, 3)
+    log.write_entries(batch, user_id=USER, device_id=a)
+    log.write_entries(batch, user_id=USER, device_id=a)
+    files = sorted(p.name for p in (tmp_path / USER / "batches").iterdir())
+    assert files == [f"000000000001_{a}_{7:016x}_{9:016x}_3.json"]
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_a_gap_in_the_sequence_ends_the_page(tmp_path: Path) -> None:
+    """A listing that raced a rename may show seq 2 without seq 1: the reader must wait, not skip 1."""
+    log = FilesystemSharedLog(tmp_path)
+    a, b = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
+    log.write_entries(make_entries(a, 1, 1), user_id=USER, device_id=a)
+    log.write_entries(make_entries(a, 2, 1), user_id=USER, device_id=a)
+    batches = tmp_path / USER / "batches"
+    first = next(batches.glob("000000000001_*"))
+    hidden = first.rename(tmp_path / "hidden")
+    update = log.get_unsynced_entries(user_id=USER, device_id=b)
+    assert update.entries == [] and update.has_more
+    log.mark_as_seen(update, user_id=USER, device_id=b)
+    hidden.rename(first)
+    assert keys(drain(log, b)) == [(a, 1), (a, 2)]
+
+
+def test_ids_cannot_escape_the_folder(tmp_path: Path) -> None:
+    log = FilesystemSharedLog(tmp_path / "log")
+    a = log.create_device_id(user_id="../evil")
+    assert log.get_device_info(user_id="../evil", device_id=a) is not None
+    assert not (tmp_path / "evil").exists()
