@@ -127,7 +127,7 @@ def log_batches_path(log: Any, user_id: str) -> tuple[str, ...]:
 
 
 def raw_commit(client: Any, docs: list[Any], collection: str) -> float:
-    """The same documents, committed by the bare client in commits of the same size limit."""
+    """The same documents, committed by the bare client, grouped into commits as our uploads are."""
     from storex_sync_firestore.shared_log import firestore_layout as layout
 
     payloads = [d.to_dict() for d in docs]
@@ -135,7 +135,7 @@ def raw_commit(client: Any, docs: list[Any], collection: str) -> float:
     batch, size = client.batch(), 0
     for i, payload in enumerate(payloads):
         doc_size = len(json.dumps(payload, default=str))
-        if size and size + doc_size > layout.MAX_COMMIT_BYTES:
+        if size and size + doc_size > layout.MAX_BATCH_BYTES:
             batch.commit(retry=None)
             batch, size = client.batch(), 0
         batch.create(client.collection(collection).document(f"doc{i}"), payload)

@@ -8,6 +8,7 @@ and the rest still land. Table and column names come from the synced-table regis
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,10 +36,16 @@ def _where(table: TableInfo, offset: int) -> str:
 
 
 def _statement(op: Operation, table: TableInfo, dialect: CaptureDialect) -> str:
-    columns = [c.name for c in table.value_columns if c.name in op.values]
-    if op.kind == "insert":
+    columns = tuple(c.name for c in table.value_columns if c.name in op.values)
+    return _statement_for(op.kind, table, columns, dialect)
+
+
+@functools.lru_cache(maxsize=512)
+def _statement_for(kind: str, table: TableInfo, columns: tuple[str, ...], dialect: CaptureDialect) -> str:
+    """One statement per (kind, table, columns): built once, then reused for every row of that shape."""
+    if kind == "insert":
         return dialect.upsert_sql(table, columns)
-    if op.kind == "delete":
+    if kind == "delete":
         return f"DELETE FROM {quote(table.name)} WHERE {_where(table, 0)}"
     sets = ", ".join(f"{quote(c)} = :p{len(table.pk) + i}" for i, c in enumerate(columns))
     return f"UPDATE {quote(table.name)} SET {sets} WHERE {_where(table, 0)}"

@@ -13,12 +13,13 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, text
 
 from .capture.base import CAPTURE_TABLE, LOG_TABLE, QUARANTINE_TABLE, CaptureDialect, TableInfo
 from .clock import HybridLogicalClock
-from .codec import Serializer, dumps, entry_payload
+from .codec import JsonSerializer, Serializer, dumps, entry_payload
 from .models import LogEntry, SharedEntry
 from .reconcile import ObjectHistory, retained_keys
 
@@ -30,6 +31,17 @@ ENTRY_OVERHEAD_BYTES = 48
 PreSend = Callable[[LogEntry], LogEntry | None]
 
 _COLUMNS = "seq, device_id, hlc, tbl, pk, op, value, needs_integration"
+
+
+def _many(conn: Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """``executemany`` straight through the driver: the hot paths move tens of thousands of rows.
+
+    ``sql`` uses ``?`` placeholders, rewritten for drivers that want ``%s``.
+    """
+    if rows:
+        if conn.dialect.paramstyle != "qmark":
+            sql = sql.replace("?", "%s")
+        conn.exec_driver_sql(sql, list(rows))
 
 
 def _entry(row: Sequence[object]) -> LogEntry:
@@ -57,34 +69,25 @@ def stamp_pending(
     Run at the start of a sync (before receiving, so edits made offline keep their place in time) and at
     the start of each reconcile transaction (so edits made during a sync are never overwritten by it).
     """
-    moved, last = 0, 0
+    moved = 0
     while True:
-        seqs, captured = dialect.read_captured(conn, last, STAMP_CHUNK, tables)
+        # Always from the start: on a server database a lower seq can become visible after higher ones
+        # were read (transactions commit in another order than they took their seqs), and stamping it
+        # later would put it after changes that followed it. What was read is deleted below.
+        seqs, captured = dialect.read_captured(conn, 0, STAMP_CHUNK, tables)
         if not seqs:
             return moved
-        if captured:
-            conn.execute(
-                text(
-                    f"INSERT INTO {LOG_TABLE} (device_id, hlc, tbl, pk, op, value) "
-                    "VALUES (:d, :h, :t, :k, :o, :v)"
-                ),
-                [
-                    {
-                        "d": device_id,
-                        "h": clock.stamp(c.wall_ms),
-                        "t": c.table,
-                        "k": dumps(json.loads(c.pk)),
-                        "o": c.op,
-                        "v": c.value,
-                    }
-                    for c in captured
-                ],
-            )
+        _many(
+            conn,
+            f"INSERT INTO {LOG_TABLE} (device_id, hlc, tbl, pk, op, value) VALUES (?, ?, ?, ?, ?, ?)",
+            [(device_id, clock.stamp(c.wall_ms), c.table, c.pk, c.op, c.value) for c in captured],
+        )
         # Delete exactly the rows read: on a server database another transaction may commit a lower seq
         # meanwhile, and a range delete would drop that change unlogged.
-        conn.execute(text(f"DELETE FROM {CAPTURE_TABLE} WHERE seq = :s"), [{"s": s} for s in seqs])
+        _many(conn, f"DELETE FROM {CAPTURE_TABLE} WHERE seq = ?", [(s,) for s in seqs])
         moved += len(captured)
-        last = seqs[-1]
+        if len(seqs) < STAMP_CHUNK:
+            return moved  # caught up: an application writing on does not keep this loop (and its locks)
 
 
 @dataclass(slots=True)
@@ -95,8 +98,6 @@ class PlannedUpload:
     entries: list[SharedEntry] = field(default_factory=list)
     withheld: int = 0
     set_aside: int = 0
-    objects: set[tuple[str, str]] = field(default_factory=set)
-    """(table, pk JSON) of every entry in the batch, for cleanup afterwards."""
 
 
 def plan_upload(
@@ -108,6 +109,7 @@ def plan_upload(
     max_bytes: int | None,
     max_entry_bytes: int | None,
     now_ms: int,
+    resume: bool = False,
 ) -> PlannedUpload | None:
     """The next batch to upload: a batch planned earlier and not yet shared, or a new one.
 
@@ -116,10 +118,14 @@ def plan_upload(
     withheld; one that alone exceeds ``max_entry_bytes`` is set aside with a reason naming its table and
     key, and later entries go on (flaw 3.12: it no longer wedges sync).
     """
-    planned = conn.execute(
-        text(f"SELECT upload_batch FROM {LOG_TABLE} WHERE shared_on = 0 AND upload_batch IS NOT NULL LIMIT 1")
-    ).scalar()
-    if planned is not None:
+    if resume:
+        planned = conn.execute(
+            text(
+                f"SELECT min(upload_batch) FROM {LOG_TABLE} WHERE shared_on = 0 AND upload_batch IS NOT NULL"
+            )
+        ).scalar()
+        if planned is None:
+            return None
         rows = conn.execute(
             text(
                 f"SELECT {_COLUMNS} FROM {LOG_TABLE} WHERE upload_batch = :b AND shared_on = 0 ORDER BY hlc"
@@ -127,11 +133,13 @@ def plan_upload(
             {"b": planned},
         ).all()
         prepared = (_entry(r) if pre_send is None else pre_send(_entry(r)) for r in rows)
-        entries = [_shared(e, serializer) for e in prepared if e is not None]
-        return PlannedUpload(str(planned), entries, objects={(str(r[3]), str(r[4])) for r in rows})
+        return PlannedUpload(str(planned), [_shared(e, serializer) for e in prepared if e is not None])
     limit = "" if max_entries is None else f" LIMIT {int(max_entries)}"
     rows = conn.execute(
-        text(f"SELECT {_COLUMNS} FROM {LOG_TABLE} WHERE shared_on = 0 ORDER BY hlc{limit}")
+        text(
+            f"SELECT {_COLUMNS} FROM {LOG_TABLE} "
+            f"WHERE shared_on = 0 AND upload_batch IS NULL ORDER BY hlc{limit}"
+        )
     ).all()
     if not rows:
         return None
@@ -139,17 +147,19 @@ def plan_upload(
     chosen: list[int] = []
     withheld: list[int] = []
     total = 0
+    plain = pre_send is None and type(serializer) is JsonSerializer
     for row in rows:
-        entry: LogEntry | None = _entry(row)
+        entry: LogEntry | None = None if plain else _entry(row)
         if pre_send is not None:
             entry = pre_send(entry)  # type: ignore[arg-type]
-        if entry is None:
-            withheld.append(int(row[0]))
-            batch.withheld += 1
-            continue
-        shared = _shared(entry, serializer)
+            if entry is None:
+                withheld.append(int(row[0]))
+                batch.withheld += 1
+                continue
+        shared = _shared_row(row) if entry is None else _shared(entry, serializer)
         size = len(shared.data.encode("utf-8")) + ENTRY_OVERHEAD_BYTES
         if max_entry_bytes is not None and size > max_entry_bytes:
+            entry = entry or _entry(row)
             quarantine(
                 conn,
                 [entry],
@@ -165,23 +175,24 @@ def plan_upload(
             break
         total += size
         batch.entries.append(shared)
-        batch.objects.add((entry.table, str(row[4])))
         chosen.append(int(row[0]))
-    if withheld:
-        conn.execute(
-            text(f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = :s"),
-            [{"s": s} for s in withheld],
-        )
-    if chosen:
-        conn.execute(
-            text(f"UPDATE {LOG_TABLE} SET upload_batch = :b WHERE seq = :s"),
-            [{"b": batch.batch_id, "s": s} for s in chosen],
-        )
+    _many(conn, f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = ?", [(s,) for s in withheld])
+    _many(
+        conn, f"UPDATE {LOG_TABLE} SET upload_batch = ? WHERE seq = ?", [(batch.batch_id, s) for s in chosen]
+    )
     return batch
 
 
 def _shared(entry: LogEntry, serializer: Serializer) -> SharedEntry:
     return SharedEntry(entry.device_id, entry.hlc, serializer.dumps(entry_payload(entry)))
+
+
+def _shared_row(row: Sequence[Any]) -> SharedEntry:
+    """The default serializer's text, assembled from the stored JSON without parsing it: the same
+    payload ``JsonSerializer`` writes (keys in the same order), for the common case of no hooks."""
+    _seq, device_id, hlc, tbl, pk, op, value, _pending = row
+    tail = "}" if value is None else f',"value":{value}}}'
+    return SharedEntry(str(device_id), int(hlc), f'{{"op":"{op}","table":{dumps(tbl)},"pk":{pk}{tail}')
 
 
 def mark_shared(conn: Connection, batch_id: str, now_ms: int) -> None:
@@ -194,25 +205,23 @@ def mark_shared(conn: Connection, batch_id: str, now_ms: int) -> None:
 
 def insert_received(conn: Connection, entries: Sequence[LogEntry], now_ms: int) -> None:
     """Store received entries as needing integration; an entry already present is left as it is."""
-    if entries:
-        conn.execute(
-            text(
-                f"INSERT INTO {LOG_TABLE} (device_id, hlc, tbl, pk, op, value, shared_on, needs_integration) "
-                "VALUES (:d, :h, :t, :k, :o, :v, :now, 1) ON CONFLICT DO NOTHING"
-            ),
-            [
-                {
-                    "d": e.device_id,
-                    "h": e.hlc,
-                    "t": e.table,
-                    "k": dumps(list(e.pk)),
-                    "o": e.op,
-                    "v": None if e.value is None else dumps(e.value),
-                    "now": now_ms,
-                }
-                for e in entries
-            ],
-        )
+    _many(
+        conn,
+        f"INSERT INTO {LOG_TABLE} (device_id, hlc, tbl, pk, op, value, shared_on, needs_integration) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT DO NOTHING",
+        [
+            (
+                e.device_id,
+                e.hlc,
+                e.table,
+                dumps(list(e.pk)),
+                e.op,
+                None if e.value is None else dumps(e.value),
+                now_ms,
+            )
+            for e in entries
+        ],
+    )
 
 
 def load_histories(conn: Connection, max_objects: int) -> list[ObjectHistory]:
@@ -225,7 +234,7 @@ def load_histories(conn: Connection, max_objects: int) -> list[ObjectHistory]:
         ),
         {"n": max_objects},
     ).all()
-    return _group(_entry(r) for r in rows)
+    return _group(rows)
 
 
 def load_objects(
@@ -245,34 +254,36 @@ def load_objects(
     rows = conn.execute(
         text(f"SELECT {_COLUMNS}, shared_on FROM {LOG_TABLE} WHERE (tbl, pk) IN (VALUES {values})"), params
     ).all()
-    histories = _group(_entry(r[:8]) for r in rows)
+    histories = _group(rows)
     if with_state:
         settled = {(int(r[2]), str(r[1])) for r in rows if r[8] != 0 and not r[7]}
-        histories = [ObjectHistory(h.table, h.pk, h.entries, frozenset(settled)) for h in histories]
+        histories = [
+            ObjectHistory(h.table, h.pk, h.entries, frozenset(settled), h.pk_json) for h in histories
+        ]
     return histories
 
 
-def _group(entries: Iterable[LogEntry]) -> list[ObjectHistory]:
+def _group(rows: Iterable[Sequence[Any]]) -> list[ObjectHistory]:
+    """Group log rows by object, keyed by the stored (canonical) key text."""
     groups: dict[tuple[str, str], list[LogEntry]] = defaultdict(list)
-    for e in entries:
-        groups[(e.table, dumps(list(e.pk)))].append(e)
-    return [ObjectHistory(es[0].table, es[0].pk, tuple(es)) for es in groups.values()]
+    for r in rows:
+        groups[(str(r[3]), str(r[4]))].append(_entry(r[:8]))
+    return [ObjectHistory(t, es[0].pk, tuple(es), pk_json=k) for (t, k), es in groups.items()]
 
 
 def mark_integrated(conn: Connection, entries: Iterable[LogEntry]) -> int:
     """Mark received entries as applied. Runs in the same transaction as the apply itself."""
-    params = [{"d": e.device_id, "h": e.hlc} for e in entries if e.needs_integration]
-    if params:
-        conn.execute(
-            text(f"UPDATE {LOG_TABLE} SET needs_integration = 0 WHERE device_id = :d AND hlc = :h"), params
-        )
+    params = [(e.device_id, e.hlc) for e in entries if e.needs_integration]
+    _many(conn, f"UPDATE {LOG_TABLE} SET needs_integration = 0 WHERE device_id = ? AND hlc = ?", params)
     return len(params)
 
 
 def remove(conn: Connection, entries: Iterable[LogEntry]) -> None:
-    params = [{"d": e.device_id, "h": e.hlc} for e in entries]
-    if params:
-        conn.execute(text(f"DELETE FROM {LOG_TABLE} WHERE device_id = :d AND hlc = :h"), params)
+    _many(
+        conn,
+        f"DELETE FROM {LOG_TABLE} WHERE device_id = ? AND hlc = ?",
+        [(e.device_id, e.hlc) for e in entries],
+    )
 
 
 def quarantine(
@@ -321,27 +332,54 @@ def quarantine_raw(conn: Connection, shared: SharedEntry, reason: str, now_ms: i
 PRUNE_CHUNK = 2_000
 
 
-def prune(conn: Connection, objects: Iterable[tuple[str, str]]) -> int:
-    """Delete settled entries of ``objects`` ((table, pk JSON) pairs) that no future merge needs.
+def prune(conn: Connection, after_seq: int) -> int:
+    """Delete settled entries that no future merge needs, for objects with entries past ``after_seq``.
 
     Kept: every entry not yet shared or integrated, the latest create/delete of each object (its
     tombstone, flaw 3.9) and the latest writer of each live column. Under last-write-wins these decide
     every future merge, so a late or re-delivered old entry still loses to what it should lose to.
-    Only the objects a sync touched are visited, so cleanup costs nothing when nothing changed.
+    Only objects with more than one entry and a recent one are visited, found by the database itself,
+    so cleanup costs almost nothing when nothing changed. Returns how many entries it removed.
     """
-    todo = list(objects)
+    candidates = conn.execute(
+        text(
+            f"SELECT tbl, pk FROM {LOG_TABLE} WHERE (tbl, pk) IN "
+            f"(SELECT tbl, pk FROM {LOG_TABLE} WHERE seq > :after) "
+            "GROUP BY tbl, pk HAVING count(*) > 1"
+        ),
+        {"after": after_seq},
+    ).all()
     removed = 0
-    for i in range(0, len(todo), PRUNE_CHUNK):
-        histories = load_objects(conn, todo[i : i + PRUNE_CHUNK], with_state=True)
+    for i in range(0, len(candidates), PRUNE_CHUNK):
+        chunk = [(str(t), str(k)) for t, k in candidates[i : i + PRUNE_CHUNK]]
         doomed: list[LogEntry] = []
-        for history in histories:
-            if len(history.entries) < 2:
-                continue
+        for history in load_objects(conn, chunk, with_state=True):
             keep = retained_keys(history.entries)
             doomed.extend(e for e in history.entries if e.key not in keep and e.key in history.settled)
         remove(conn, doomed)
         removed += len(doomed)
     return removed
+
+
+def prune_mark(conn: Connection) -> int:
+    """Where the next prune may start: before the first unsettled entry, else after the last entry."""
+    first_unsettled, last = conn.execute(
+        text(
+            f"SELECT (SELECT min(seq) FROM {LOG_TABLE} WHERE shared_on = 0 OR needs_integration = 1), "
+            f"(SELECT max(seq) FROM {LOG_TABLE})"
+        )
+    ).one()
+    return int(first_unsettled) - 1 if first_unsettled is not None else int(last or 0)
+
+
+def last_seq(conn: Connection) -> int:
+    return int(conn.execute(text(f"SELECT coalesce(max(seq), 0) FROM {LOG_TABLE}")).scalar() or 0)
+
+
+def objects_after(conn: Connection, seq: int) -> set[tuple[str, str]]:
+    """(table, key JSON) of the objects with entries logged after ``seq``."""
+    rows = conn.execute(text(f"SELECT DISTINCT tbl, pk FROM {LOG_TABLE} WHERE seq > :s"), {"s": seq}).all()
+    return {(str(t), str(k)) for t, k in rows}
 
 
 def counts(conn: Connection) -> dict[str, int]:

@@ -41,9 +41,12 @@ class JsonScalar:
 TAGS = frozenset({"$bytes", "$date", "$datetime", "$decimal", "$uuid", "$json", "$float"})
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> str:
     """Canonical compact JSON: the same text for the same value on every device and backend."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def encode_value(value: Any) -> Json:

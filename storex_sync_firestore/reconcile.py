@@ -37,6 +37,13 @@ class ObjectHistory:
     entries: Sequence[LogEntry]
     settled: frozenset[tuple[int, str]] = frozenset()
     """Keys of entries that are shared or integrated (filled in only where cleanup needs it)."""
+    pk_json: str = ""
+    """The key as canonical JSON text, as the client log stores it (computed when not given)."""
+
+    @property
+    def object_key(self) -> tuple[str, str]:
+        """(table, key JSON): how the client log and the apply stage name this object."""
+        return (self.table, self.pk_json or dumps(list(self.pk)))
 
 
 class Reconciler(Protocol):

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
 
 from . import client_log
-from .apply import apply_operations
+from .apply import ApplyResult, apply_operations
 from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, dumps, entry_from_payload
 from .database import SyncedDatabase
 from .errors import ClockDriftError, InvalidEntryError
 from .events import SyncEvents
-from .models import LogEntry, Operation, SharedEntry, SyncSummary
+from .models import LogEntry, Operation, SharedEntry, SyncSummary, WriteResult
 from .reconcile import ObjectHistory, Reconciler, reconcile_sync_log
 from .shared_log.base import SharedSyncLog
 from .validate import validate_entry
@@ -48,8 +51,6 @@ class _Run:
     continue_sync: ContinueSync | None
     now_ms: Callable[[], int]
     progress: Progress | None
-    touched: set[tuple[str, str]] = field(default_factory=set)
-    """Objects whose entries this sync shared or integrated: the only ones cleanup can shrink."""
 
     def go_on(self, stage: str) -> bool:
         """After a batch: keep going? ``single_batch`` stops each stage after one batch (others still run);
@@ -125,9 +126,10 @@ def do_sync(
         run.summary.stages.append("reconcile")
         if not _reconcile(run, reconciler, reconciliation_processor, reconcile_batch_size):
             return run.summary
-    if cleanup_after_reconcile and run.touched:
+    if cleanup_after_reconcile:
         with db.transaction() as conn:
-            client_log.prune(conn, sorted(run.touched))
+            client_log.prune(conn, int(db.get_state(conn, "pruned_upto") or 0))
+            db.set_state(conn, "pruned_upto", client_log.prune_mark(conn))
     return run.summary
 
 
@@ -197,7 +199,10 @@ def _share(
     batch_size: int | None,
     byte_limit: int | None,
 ) -> bool:
-    while True:
+    """Upload unshared entries. Batches planned before a crash go first, exactly as planned; new batches
+    are pipelined: the next one is planned (local work) while the previous one uploads (network)."""
+
+    def plan(resume: bool) -> client_log.PlannedUpload | None:
         with run.db.transaction() as conn:
             batch = client_log.plan_upload(
                 conn,
@@ -207,24 +212,44 @@ def _share(
                 max_bytes=byte_limit,
                 max_entry_bytes=run.shared_log.max_entry_bytes,
                 now_ms=run.now_ms(),
+                resume=resume,
             )
-        if batch is None:
-            return True
-        run.summary.withheld += batch.withheld
-        run.summary.set_aside += batch.set_aside
-        run.touched.update(batch.objects)
-        if batch.entries:
-            run.events.emit("sending_shared_entries", entries=batch.entries, device_id=run.device_id)
-            result = run.shared_log.write_entries(batch.entries, user_id=run.user_id, device_id=run.device_id)
-            run.summary.documents_written += result.documents_written
-            run.summary.sent += len(batch.entries)
-            run.report("share", len(batch.entries))
+        if batch is not None:
+            run.summary.withheld += batch.withheld
+            run.summary.set_aside += batch.set_aside
+            if batch.entries:
+                run.events.emit("sending_shared_entries", entries=batch.entries, device_id=run.device_id)
+        return batch
+
+    def send(batch: client_log.PlannedUpload) -> WriteResult:
+        if not batch.entries:
+            return WriteResult(0)
+        return run.shared_log.write_entries(batch.entries, user_id=run.user_id, device_id=run.device_id)
+
+    def settle(batch: client_log.PlannedUpload, result: WriteResult) -> bool:
+        """Mark the batch shared now that the log has it; say whether to go on."""
         with run.db.transaction() as conn:
             client_log.mark_shared(conn, batch.batch_id, run.now_ms())
-        if run.single_batch:
-            return True
-        if not run.go_on("share"):
-            return False
+        run.summary.documents_written += result.documents_written
+        run.summary.sent += len(batch.entries)
+        run.report("share", len(batch.entries))
+        return not run.single_batch and run.go_on("share")
+
+    while (leftover := plan(resume=True)) is not None:
+        if not settle(leftover, send(leftover)):
+            return run.summary.finished
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="storex-upload") as uploader:
+        in_flight: tuple[client_log.PlannedUpload, Future[WriteResult]] | None = None
+        while True:
+            batch = plan(resume=False)
+            if in_flight is not None:
+                previous, upload = in_flight
+                in_flight = None
+                if not settle(previous, upload.result()):
+                    return run.summary.finished  # a batch planned meanwhile stays planned for next time
+            if batch is None:
+                return True
+            in_flight = (batch, uploader.submit(send, batch))
 
 
 def _reconcile(
@@ -233,42 +258,17 @@ def _reconcile(
     processor: Callable[[Sequence[Operation]], Sequence[Operation]] | None,
     max_objects: int,
 ) -> bool:
-    db = run.db
     while True:
-        with db.transaction() as conn:
-            histories = client_log.load_histories(conn, max_objects)
-            if not histories:
-                return True
-            tables = db.synced_tables()
-            for table, pks in _by_table(histories).items():
-                db.dialect.lock_rows(conn, tables[table], pks)
-            # Changes the application committed before the locks are now captured: stamp them and read
-            # the histories again, so the reconciler never overwrites a local edit it has not seen.
-            db.load_clock(conn, run.clock)
-            if client_log.stamp_pending(conn, db.dialect, tables, run.clock, run.device_id):
-                histories = client_log.load_objects(conn, [(h.table, dumps(list(h.pk))) for h in histories])
-            db.save_clock(conn, run.clock)
-            run.events.emit("reconciling_entries", histories=histories, device_id=run.device_id)
-            reconciliation = reconciler(histories)
-            operations = list(reconciliation.operations)
-            if processor is not None:
-                operations = list(processor(operations))
-            db.dialect.silence(conn)
-            result = apply_operations(conn, db.dialect, db.synced_tables(), operations)
-            db.dialect.unsilence(conn)
-            reasons = {(c.table, dumps(list(c.pk))): c.reason for c in reconciliation.conflicts}
-            reasons.update({(op.table, dumps(list(op.pk))): why for op, why in result.failed})
-            integrated = _settle(conn, histories, reasons, run.now_ms())
-        run.touched.update((h.table, dumps(list(h.pk))) for h in histories)
+        try:
+            passed = _reconcile_pass(run, reconciler, processor, max_objects)
+        except _RaceError:
+            continue  # an application write raced the pass: it was rolled back; go again, seeing it
+        if passed is None:
+            return True
+        histories, operations, result, integrated, set_aside = passed
         run.summary.applied += result.applied
         run.summary.integrated += integrated
-        run.summary.set_aside += sum(
-            1
-            for h in histories
-            if (h.table, dumps(list(h.pk))) in reasons
-            for e in h.entries
-            if e.needs_integration
-        )
+        run.summary.set_aside += set_aside
         run.report("reconcile", integrated)
         run.events.emit(
             "reconciled_entries", histories=histories, operations=operations, device_id=run.device_id
@@ -279,6 +279,62 @@ def _reconcile(
             return False
 
 
+class _RaceError(Exception):
+    """An application write to a row being reconciled committed during the apply."""
+
+
+def _reconcile_pass(
+    run: _Run,
+    reconciler: Reconciler,
+    processor: Callable[[Sequence[Operation]], Sequence[Operation]] | None,
+    max_objects: int,
+) -> tuple[list[ObjectHistory], list[Operation], ApplyResult, int, int] | None:
+    """One transaction: lock, stamp, reconcile, apply, mark integrated. None when nothing is left."""
+    db = run.db
+    with db.transaction() as conn:
+        histories = client_log.load_histories(conn, max_objects)
+        if not histories:
+            return None
+        tables = db.synced_tables()
+        for table, pks in _by_table(histories).items():
+            db.dialect.lock_rows(conn, tables[table], pks)
+        # Changes the application committed before the locks are now captured: stamp them and read
+        # the histories again, so the reconciler never overwrites a local edit it has not seen.
+        db.load_clock(conn, run.clock)
+        if client_log.stamp_pending(conn, db.dialect, tables, run.clock, run.device_id):
+            histories = client_log.load_objects(conn, [h.object_key for h in histories])
+        run.events.emit("reconciling_entries", histories=histories, device_id=run.device_id)
+        reconciliation = reconciler(histories)
+        operations = list(reconciliation.operations)
+        if processor is not None:
+            operations = list(processor(operations))
+        db.dialect.silence(conn)
+        result = apply_operations(conn, db.dialect, tables, operations)
+        db.dialect.unsilence(conn)
+        if _written_meanwhile(conn, run, histories):
+            raise _RaceError  # rolls back the whole pass, apply included
+        reasons = {(c.table, dumps(list(c.pk))): c.reason for c in reconciliation.conflicts}
+        reasons.update({(op.table, dumps(list(op.pk))): why for op, why in result.failed})
+        integrated = _settle(conn, histories, reasons, run.now_ms())
+        db.save_clock(conn, run.clock)
+    set_aside = sum(1 for h in histories if h.object_key in reasons for e in h.entries if e.needs_integration)
+    return list(histories), operations, result, integrated, set_aside
+
+
+def _written_meanwhile(conn: Connection, run: _Run, histories: Sequence[ObjectHistory]) -> bool:
+    """Did the application write one of these rows while the pass applied?
+
+    Row locks cannot cover a row another transaction is inserting right now: on a server database the
+    apply's upsert waits for that insert and would overwrite it. Its capture is committed by then, so
+    stamping again shows it. (On SQLite, the only writer, this finds nothing.)
+    """
+    before = client_log.last_seq(conn)
+    if not client_log.stamp_pending(conn, run.db.dialect, run.db.synced_tables(), run.clock, run.device_id):
+        return False
+    ours = {h.object_key for h in histories}
+    return any(key in ours for key in client_log.objects_after(conn, before))
+
+
 def _by_table(histories: Sequence[ObjectHistory]) -> dict[str, list[tuple[object, ...]]]:
     grouped: dict[str, list[tuple[object, ...]]] = {}
     for h in histories:
@@ -287,13 +343,13 @@ def _by_table(histories: Sequence[ObjectHistory]) -> dict[str, list[tuple[object
 
 
 def _settle(
-    conn: object, histories: Sequence[ObjectHistory], reasons: dict[tuple[str, str], str], now: int
+    conn: Connection, histories: Sequence[ObjectHistory], reasons: dict[tuple[str, str], str], now: int
 ) -> int:
     """Mark applied entries integrated; set aside the new entries of objects that could not be applied."""
     integrated: list[LogEntry] = []
     for h in histories:
         new = [e for e in h.entries if e.needs_integration]
-        reason = reasons.get((h.table, dumps(list(h.pk))))
+        reason = reasons.get(h.object_key)
         if reason is None:
             integrated.extend(new)
             continue

@@ -65,7 +65,9 @@ def test_offline_device_catches_up_and_its_edits_order_by_time(
     assert assert_converged([a, b])["notes"] == [("n", "t", "a4", 1)]
 
 
-def test_existing_rows_reach_other_devices_and_equal_rows_merge(tmp_path: Any, backend_log: SharedSyncLog) -> None:
+def test_existing_rows_reach_other_devices_and_equal_rows_merge(
+    tmp_path: Any, backend_log: SharedSyncLog
+) -> None:
     schema = "CREATE TABLE notes (id TEXT PRIMARY KEY, title TEXT); INSERT INTO notes VALUES ('x', 'same');"
     a = Device(tmp_path / "a.db", backend_log, "alice", schema, ["notes"])
     b = Device(tmp_path / "b.db", backend_log, "alice", schema, ["notes"])

@@ -9,6 +9,7 @@ package speaks only to this interface, so SQLite and PostgreSQL sit side by side
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, text
+
+from ..codec import dumps
 
 ValueKind = Literal[
     "any",
@@ -150,9 +153,9 @@ class CaptureDialect(ABC):
             ),
             {"after": after, "limit": limit},
         ).all()
-        return [int(r[0]) for r in rows], [
-            Captured(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows
-        ]
+        # Keys are compared as text across devices and dialects: store them canonical.
+        captured = [Captured(int(r[0]), r[1], dumps(json.loads(r[2])), r[3], r[4], int(r[5])) for r in rows]
+        return [c.seq for c in captured], captured
 
     @abstractmethod
     def silence(self, conn: Connection) -> None:

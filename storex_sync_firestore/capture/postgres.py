@@ -1,0 +1,369 @@
+"""PostgreSQL capture: PL/pgSQL triggers log every change into ``_sync_capture`` in the writer's transaction.
+
+Whoever writes (the application, ``psql``, a migration) is captured, in the same transaction, so a
+rolled-back change is never logged and a committed one always is. Values are encoded in SQL into the
+codec's wire form, which is what lets a PostgreSQL database and a SQLite file sync with each other.
+
+Silencing is per transaction: the sync transaction sets ``storex_sync.applying`` with ``set_config(...,
+true)`` (transaction-local), and the triggers skip while it is ``on``. Other sessions writing at the same
+time do not see the setting and are captured as usual.
+
+Concurrency (READ COMMITTED): sync write transactions take a transaction-level advisory lock, so two
+syncs of one database never stamp the same captured rows twice; the application never takes that lock,
+so it is never blocked by it. While reconciling, the rows about to be written are locked with
+``FOR UPDATE`` (see :meth:`PostgresCapture.lock_rows`), briefly: one reconcile batch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
+
+from ..codec import JsonScalar, decode_value
+from ..errors import InvalidEntryError, UnsuitableTableError
+from . import postgres_sql as sql
+from .base import SYNC_TABLES, Captured, CaptureDialect, ColumnInfo, TableInfo, quote, savepoint
+
+SYNC_LOCK_KEY = 0x5702E5_5C
+"""Advisory lock key taken by every sync write transaction (an arbitrary constant, per database)."""
+LOCK_CHUNK = 1_000
+LOCK_PATIENCE_S = 2.0
+LOCK_NOT_AVAILABLE = "55P03"
+
+_INT_BITS = {"smallint": 16, "integer": 32, "bigint": 64}
+_FLOAT4_MAX = 3.4028234663852886e38
+_NUMERIC_TYPMOD = re.compile(r"numeric\((\d+)(?:,(-?\d+))?\)")
+_DECIMAL_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?(NaN|Infinity)")
+_NOT_SYNCABLE = re.compile(r"^(_sync_|pg_)")
+
+
+class PostgresCapture(CaptureDialect):
+    """Capture, silencing, row locking and value conversion for PostgreSQL databases (psycopg 3)."""
+
+    name = "postgresql"
+
+    def _schema(self, conn: Connection) -> str:
+        return str(conn.execute(text("SELECT current_schema()")).scalar_one())
+
+    def create_sync_tables(self, conn: Connection) -> None:
+        for statement in sql.DDL.split(";"):
+            if statement.strip():
+                conn.exec_driver_sql(statement)
+
+    def reflect_table(self, conn: Connection, name: str) -> TableInfo:
+        if _NOT_SYNCABLE.match(name) or name in SYNC_TABLES:
+            raise UnsuitableTableError(f"table {name!r} belongs to sync or PostgreSQL and cannot be synced")
+        oid = conn.execute(
+            text("SELECT c.oid FROM pg_class c WHERE c.oid = to_regclass(:n) AND c.relkind IN ('r', 'p')"),
+            {"n": quote(name)},
+        ).scalar()
+        if oid is None:
+            raise UnsuitableTableError(
+                f"there is no table {name!r} in this database (search_path)",
+                hint="create it first, or check the name and the schema",
+            )
+        rows = conn.execute(text(sql.REFLECT_SQL), {"oid": oid}).all()
+        columns: list[ColumnInfo] = []
+        keyed: list[tuple[int, str]] = []
+        for col, type_, base, notnull, identity, generated, default, in_pk, position in rows:
+            if in_pk:
+                keyed.append((int(position), col))
+                _refuse_generated_key(name, col, str(type_), identity, default)
+            if generated:
+                continue  # computed by each database from the other columns; never written by sync
+            columns.append(ColumnInfo(col, str(type_), sql.KINDS.get(str(base), "any"), not notnull))
+        if not keyed:
+            raise UnsuitableTableError(
+                f"table {name!r} has no primary key, so its rows cannot be matched across devices",
+                hint="add a uuid primary key with DEFAULT gen_random_uuid(), "
+                "or a text key filled with storex_sync_firestore.uuid7()",
+            )
+        return TableInfo(name, tuple(columns), tuple(c for _, c in sorted(keyed)))
+
+    def install_triggers(self, conn: Connection, table: TableInfo) -> None:
+        schema = self._schema(conn)
+        self.drop_triggers(conn, table.name)
+        for statement in [*sql.function_sql(table, schema), *sql.trigger_sql(table, schema)]:
+            conn.exec_driver_sql(statement)
+
+    def drop_triggers(self, conn: Connection, table_name: str) -> None:
+        schema = self._schema(conn)
+        exists = conn.execute(text("SELECT to_regclass(:n) IS NOT NULL"), {"n": quote(table_name)}).scalar()
+        if exists:
+            for trigger in (sql.TRIGGER, sql.TRUNCATE_TRIGGER):
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger} ON {quote(table_name)}")
+        for suffix in ("", "_truncate"):
+            conn.exec_driver_sql(
+                f"DROP FUNCTION IF EXISTS {quote(schema)}.{quote(sql.function_name(table_name, suffix))}()"
+            )
+
+    def capture_existing_rows(self, conn: Connection, table: TableInfo) -> None:
+        conn.exec_driver_sql(sql.existing_rows_sql(table, self._schema(conn)))
+
+    def read_captured(
+        self, conn: Connection, after: int, limit: int, tables: Mapping[str, TableInfo]
+    ) -> tuple[list[int], list[Captured]]:
+        """The first ``limit`` captured rows still in ``_sync_capture``, whatever ``after`` says.
+
+        Under READ COMMITTED a transaction can commit a *lower* seq after higher ones were read: it was in
+        flight during the read. Paging on with ``seq > after`` would then stamp that row's later changes
+        (committed after it, by the same writer or by one that waited for its row lock) before the row's
+        own change, which inverts their order in the log and makes the devices diverge. The caller
+        deletes every row it stamps in this transaction, so reading from the start again is exact: each
+        read sees, for every row, all of its earlier changes that are not yet stamped.
+        """
+        return super().read_captured(conn, 0, limit, tables)
+
+    def silence(self, conn: Connection) -> None:
+        conn.execute(text(f"SELECT set_config('{sql.APPLYING}', 'on', true)"))
+
+    def unsilence(self, conn: Connection) -> None:
+        conn.execute(text(f"SELECT set_config('{sql.APPLYING}', 'off', true)"))
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Connection]:
+        """A READ COMMITTED transaction; a writing one first takes the sync advisory lock.
+
+        The lock makes sync transactions of one database take turns (as SQLite's BEGIN IMMEDIATE does),
+        so two concurrent ``do_sync`` calls never stamp the same captured rows or the same clock values.
+        Application transactions never ask for it.
+        """
+        with self.engine.begin() as conn:
+            if write:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SYNC_LOCK_KEY})
+            yield conn
+
+    def lock_rows(self, conn: Connection, table: TableInfo, pks: Sequence[Sequence[Any]]) -> None:
+        """Lock the existing rows among ``pks`` (wire-encoded keys) until the sync transaction ends.
+
+        An application transaction that already changed one of them commits first (its change is then
+        captured and stamped before the reconciler reads the history); a later one waits for the sync
+        transaction, which lasts one reconcile batch. Locks are taken in key order with NOWAIT inside a
+        savepoint: when a row is busy, the savepoint is rolled back, releasing every lock of this
+        attempt, and the attempt is retried, so the sync never waits while holding rows that a
+        multi-row application transaction might be waiting for (no deadlock with the application). After
+        ``LOCK_PATIENCE_S`` it waits normally.
+        """
+        keys: list[tuple[Any, ...]] = []
+        for pk in pks:
+            try:
+                keys.append(
+                    tuple(self.to_db(c, decode_value(v)) for c, v in zip(table.pk_columns, pk, strict=True))
+                )
+            except (ValueError, TypeError, InvalidEntryError):
+                continue  # a key this table cannot hold: apply sets the object aside, nothing to lock
+        for chunk in sql.chunks(keys, LOCK_CHUNK):
+            statement = sql.lock_sql(table, len(chunk))
+            params = {f"p{i}": v for i, v in enumerate(v for key in chunk for v in key)}
+            _lock_patiently(conn, statement, params)
+
+    def to_db(self, column: ColumnInfo, value: Any) -> Any:
+        if value is None:
+            return None
+        convert = _CONVERTERS.get(column.kind, _to_any)
+        return convert(column, value)
+
+
+def _refuse_generated_key(table: str, column: str, type_: str, identity: str, default: str | None) -> None:
+    """Refuse keys numbered by a sequence: every database would hand out the same numbers."""
+    if identity or (default and "nextval(" in default):
+        how = "an identity column" if identity else f"numbered by a sequence ({default})"
+        raise UnsuitableTableError(
+            f"table {table!r} has a primary key {column!r} ({type_}) that is {how}: every shop's database "
+            "counts 1, 2, 3 ... on its own, so two shops would create different rows under the same key "
+            "and each sync would overwrite one with the other, silently corrupting data",
+            hint="use a globally unique key: a uuid column with DEFAULT gen_random_uuid(), or a text/uuid "
+            "key filled by storex_sync_firestore.uuid7() in the application",
+        )
+
+
+def _lock_patiently(conn: Connection, statement: str, params: dict[str, Any]) -> None:
+    deadline = time.monotonic() + LOCK_PATIENCE_S
+    delay = 0.005
+    while time.monotonic() < deadline:
+        try:
+            with savepoint(conn, "sync_lock_rows"):
+                conn.execute(text(statement + " NOWAIT"), params)
+            return
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    conn.execute(text(statement), params)
+
+
+# --- decoded wire value -> parameter for a PostgreSQL column --------------------------------------------
+
+
+def _refuse(column: ColumnInfo, value: Any, why: str) -> ValueError:
+    return ValueError(f"column {column.name!r} ({column.type}) cannot hold {value!r}: {why}")
+
+
+def _to_bool(column: ColumnInfo, value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)  # SQLite's 0/1
+    raise _refuse(column, value, "not a boolean")
+
+
+def _to_int(column: ColumnInfo, value: Any) -> Any:
+    if isinstance(value, float | Decimal) and math.isfinite(value) and value == int(value):
+        value = int(value)
+    if not isinstance(value, int):
+        raise _refuse(column, value, "not an integer")
+    bits = _INT_BITS.get(column.type, 64)
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        raise _refuse(column, value, f"out of range for a {bits}-bit integer")
+    return int(value)
+
+
+def _to_float(column: ColumnInfo, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise _refuse(column, value, "not a number")
+    result = float(value)
+    if isinstance(value, int) and int(result) != value:
+        raise _refuse(column, value, "a float would round this integer")
+    if column.type == "real" and math.isfinite(result) and abs(result) > _FLOAT4_MAX:
+        raise _refuse(column, value, "out of range for real")
+    return result
+
+
+def _to_decimal(column: ColumnInfo, value: Any) -> Any:
+    if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value):
+        value = Decimal(value)
+    elif isinstance(value, float):
+        value = Decimal(repr(value)) if math.isfinite(value) else Decimal(str(value))
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = Decimal(value)
+    if not isinstance(value, Decimal):
+        raise _refuse(column, value, "not a decimal number")
+    typmod = _NUMERIC_TYPMOD.fullmatch(column.type)
+    if typmod and value.is_finite():
+        precision, scale = int(typmod[1]), int(typmod[2] or 0)
+        try:
+            exact = value == value.quantize(Decimal(1).scaleb(-scale))
+        except InvalidOperation:
+            exact = False
+        if not exact:
+            raise _refuse(column, value, f"more than {scale} decimal places would be rounded")
+        if abs(value) >= Decimal(10) ** (precision - scale):
+            raise _refuse(column, value, f"more than {precision - scale} digits before the point")
+    return value
+
+
+def _to_text(column: ColumnInfo, value: Any) -> Any:
+    if not isinstance(value, str):
+        raise _refuse(column, value, "not text")
+    if "\x00" in value:
+        raise _refuse(column, value, "PostgreSQL text cannot contain NUL characters")
+    return value
+
+
+def _to_bytes(column: ColumnInfo, value: Any) -> Any:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise _refuse(column, value, "not bytes")
+    return bytes(value)
+
+
+def _parse_time(column: ColumnInfo, value: Any, parse: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return parse(value)
+        except ValueError:
+            raise _refuse(column, value, "not an ISO-8601 date/time") from None
+    return value
+
+
+def _to_date(column: ColumnInfo, value: Any) -> Any:
+    value = _parse_time(column, value, date.fromisoformat)
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise _refuse(column, value, "not a date")
+    return value
+
+
+def _to_datetime(column: ColumnInfo, value: Any) -> Any:
+    value = _parse_time(column, value, datetime.fromisoformat)
+    if not isinstance(value, datetime):
+        raise _refuse(column, value, "not a timestamp")
+    if value.tzinfo is not None:
+        raise _refuse(column, value, "a timestamp without time zone would drop its offset")
+    return value
+
+
+def _to_datetime_tz(column: ColumnInfo, value: Any) -> Any:
+    value = _parse_time(column, value, datetime.fromisoformat)
+    if not isinstance(value, datetime):
+        raise _refuse(column, value, "not a timestamp")
+    if value.tzinfo is None:
+        raise _refuse(column, value, "no UTC offset: the instant it means is unknown")
+    return value
+
+
+def _to_uuid(column: ColumnInfo, value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = uuid.UUID(value)
+        except ValueError:
+            raise _refuse(column, value, "not a UUID") from None
+        if str(parsed) == value:
+            return parsed
+        raise _refuse(column, value, "not in canonical lowercase form (the key would change)")
+    raise _refuse(column, value, "not a UUID")
+
+
+def _to_json(column: ColumnInfo, value: Any) -> Any:
+    import json
+
+    from psycopg.types.json import Json, Jsonb
+
+    wrap = Json if column.type == "json" else Jsonb
+    if isinstance(value, JsonScalar):
+        return wrap(value.value)
+    if isinstance(value, dict | list) or (isinstance(value, int | float) and math.isfinite(value)):
+        return wrap(value)
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict | list):
+            return wrap(parsed)  # JSON text from a plain TEXT column
+    raise _refuse(column, value, "not a JSON document")
+
+
+def _to_any(column: ColumnInfo, value: Any) -> Any:
+    """Types without a codec kind (enums, arrays, intervals...) travel as text; PostgreSQL parses it."""
+    if isinstance(value, str):
+        return _to_text(column, value)
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return str(value)
+    raise _refuse(column, value, "expected its text form")
+
+
+_CONVERTERS = {
+    "bool": _to_bool,
+    "int": _to_int,
+    "float": _to_float,
+    "decimal": _to_decimal,
+    "text": _to_text,
+    "bytes": _to_bytes,
+    "date": _to_date,
+    "datetime": _to_datetime,
+    "datetime_tz": _to_datetime_tz,
+    "uuid": _to_uuid,
+    "json": _to_json,
+}
