@@ -180,7 +180,7 @@ def _receive(
         for shared, reason in bad:
             log.warning("set aside entry %s@%s from the shared log: %s", shared.device_id, shared.hlc, reason)
         result = run.shared_log.mark_as_seen(update, user_id=run.user_id, device_id=run.device_id)
-        run.summary.documents_written += result.documents_written if result is not None else 0
+        run.summary.documents_written += result.documents_written
         run.summary.received += len(good)
         run.summary.set_aside += len(bad)
         run.report("receive", len(update.entries))
@@ -354,6 +354,6 @@ def _settle(
             integrated.extend(new)
             continue
         log.warning("set aside %d entries for %s %s: %s", len(new), h.table, list(h.pk), reason)
-        client_log.quarantine(conn, new, reason, now_ms=now)  # type: ignore[arg-type]
-        client_log.remove(conn, new)  # type: ignore[arg-type]
-    return client_log.mark_integrated(conn, integrated)  # type: ignore[arg-type]
+        client_log.quarantine(conn, new, reason, now_ms=now)
+        client_log.remove(conn, new)
+    return client_log.mark_integrated(conn, integrated)

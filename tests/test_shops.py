@@ -4,12 +4,12 @@ Each shop works offline between syncs: price changes on both sides (some on the 
 added and discontinued, bulk updates of thousands of rows. After syncing, all three hold the same
 catalogue, and it is the one last-write-wins says: later edits win per column, deletes stay deleted.
 
-Parametrized over the shared log: add a Firestore factory to ``LOGS`` once that backend is available.
+Parametrized over the shared log: in memory, and Firestore on the emulator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -52,12 +52,15 @@ CREATE TABLE products (
 NOW_SQLITE = "strftime('%Y-%m-%d %H:%M:%f+00:00', 'now')"
 CATALOGUE = 3_000
 
-LOGS: dict[str, Callable[[], SharedSyncLog]] = {"memory": MemorySharedLog}
 
-
-@pytest.fixture(params=sorted(LOGS))
+@pytest.fixture(params=["memory", "firestore"])
 def shared_log(request: pytest.FixtureRequest) -> SharedSyncLog:
-    return LOGS[request.param]()
+    """The in-memory log, and Firestore on the emulator: the shops converge through either."""
+    if request.param == "memory":
+        return MemorySharedLog()
+    from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
+
+    return FirestoreSharedLog(request.getfixturevalue("firestore_client"))
 
 
 @pytest.fixture

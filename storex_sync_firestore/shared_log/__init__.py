@@ -67,7 +67,7 @@ def _open_firestore(url: str, retry: RetryPolicy | None) -> SharedSyncLog:
 
     try:
         if os.environ.get("FIRESTORE_EMULATOR_HOST"):
-            client = firestore.Client(project=project, credentials=AnonymousCredentials())
+            client = firestore.Client(project=project, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
         else:
             client = firestore.Client(project=project)
     except auth_exceptions.DefaultCredentialsError as exc:

@@ -198,7 +198,7 @@ class FilesystemSharedLog(SharedSyncLog):
                 body = _read_json(user_dir / "batches" / f"{seq:012d}_{rest}.json")
                 read += 1
             if body is not None and not _before(body, shared_until):
-                data = [SharedEntry(str(body["device_id"]), int(h), str(d)) for h, d in _pairs(body)]
+                data = [SharedEntry(str(body["device_id"]), int(str(h)), str(d)) for h, d in _pairs(body)]
                 if batch_size is not None and entries and len(entries) + len(data) > batch_size:
                     has_more = True
                     break
@@ -223,11 +223,14 @@ class FilesystemSharedLog(SharedSyncLog):
     @staticmethod
     def _marker(user_dir: Path, device_id: str) -> int:
         data = _read_json(user_dir / "markers" / f"{_name('device id', device_id)}.json") or {}
-        return int(data.get("seq", 0))  # type: ignore[call-overload]
+        return int(str(data.get("seq", 0)))
 
 
 def _pairs(body: dict[str, object]) -> Iterator[tuple[object, object]]:
-    return zip(body["hlc"], body["data"], strict=True)  # type: ignore[call-overload]
+    hlcs, data = body["hlc"], body["data"]
+    if not isinstance(hlcs, list) or not isinstance(data, list):
+        raise ValueError("a batch file must hold the lists 'hlc' and 'data'")
+    return zip(hlcs, data, strict=True)
 
 
 def _before(body: dict[str, object], shared_until: datetime | None) -> bool:

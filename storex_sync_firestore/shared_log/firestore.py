@@ -284,10 +284,10 @@ class FirestoreSharedLog(SharedSyncLog):
         cursor = {layout.F_SHARED_ON: pos.ts, FieldPath.document_id(): batches.document(pos.doc_id)}
         return query.start_after(cursor)  # layout.UNSEEN_AFTER_CURSOR
 
-    def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> None:
+    def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> WriteResult:
         memo = update.memo
         if not isinstance(memo, _Memo) or memo.new == memo.old:
-            return  # nothing moved: no write
+            return WriteResult(0)  # nothing moved: no write
         ref = self._device_ref(user_id, device_id)
         # Only if the marker is still the one this update was computed from: marking an update twice, or an
         # older update after a newer one, must not move the marker back.
@@ -304,8 +304,10 @@ class FirestoreSharedLog(SharedSyncLog):
                 ) from exc
             return True
 
-        if self._call(f"moving the read marker of device {device_id!r}", update_marker):
-            self.stats.add(documents_written=1, commits=1)
+        if not self._call(f"moving the read marker of device {device_id!r}", update_marker):
+            return WriteResult(0)
+        self.stats.add(documents_written=1, commits=1)
+        return WriteResult(1)
 
     def with_options(self, **changes: Any) -> FirestoreSharedLog:
         """A copy with other options (same client), e.g. ``log.with_options(retry=None)`` in tests."""

@@ -41,7 +41,7 @@ def _jwt_claims(token: str) -> dict[str, Any]:
         return {}
 
 
-class IdTokenCredentials(google.auth.credentials.Credentials):  # type: ignore[misc]
+class IdTokenCredentials(google.auth.credentials.Credentials):
     """google-auth credentials that send a Firebase ID token as the bearer token.
 
     ``token`` is the ID token or a callable returning a fresh one (Firebase ID tokens last an hour; the
@@ -49,7 +49,7 @@ class IdTokenCredentials(google.auth.credentials.Credentials):  # type: ignore[m
     """
 
     def __init__(self, token: TokenSource) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._token_source = _source(token)
 
     def refresh(self, request: Any) -> None:
@@ -58,7 +58,7 @@ class IdTokenCredentials(google.auth.credentials.Credentials):  # type: ignore[m
         self.expiry = datetime.fromtimestamp(exp, UTC).replace(tzinfo=None) if exp else None
 
 
-class EndUserClient(firestore.Client):  # type: ignore[misc]
+class EndUserClient(firestore.Client):
     """A Firestore client acting as a Firebase Auth user, so that security rules apply to it.
 
     In production the token travels as the credentials' bearer token. On the emulator the base client
@@ -113,14 +113,15 @@ def client_from_firebase_admin(
         """The emulator has no Application Default Credentials; firebase-admin insists on a credential."""
 
         def get_credential(self) -> google.auth.credentials.Credentials:
-            return google.auth.credentials.AnonymousCredentials()
+            return google.auth.credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
 
     if app is None:
         if credential is None and os.environ.get("FIRESTORE_EMULATOR_HOST"):
             credential = AnonymousAdminCredential()
         options = {"projectId": project} if project else None
         app = firebase_admin.initialize_app(credential, options, name=f"storex-sync-{uuid.uuid4().hex}")
-    return admin_firestore.client(app, database)
+    client: firestore.Client = admin_firestore.client(app, database)
+    return client
 
 
 def client_from_service_account(path: str, *, project: str | None = None) -> firestore.Client:

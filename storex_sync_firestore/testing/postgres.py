@@ -112,6 +112,7 @@ class PostgresServer:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
 
     def _run_as(self) -> dict[str, int]:
+        """``user``/``group`` for subprocess when running as root (PostgreSQL refuses to run as root)."""
         owner = _os_user()
         return {} if owner is None else {"user": owner.pw_uid, "group": owner.pw_gid}
 
@@ -124,7 +125,8 @@ class PostgresServer:
         init = subprocess.run(
             [str(self.bindir / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust", "-E", "UTF8",
              "--no-locale", "--no-sync"],
-            capture_output=True, text=True, check=False, cwd=self.root, **as_user,
+            capture_output=True, text=True, check=False, cwd=self.root,
+            user=as_user.get("user"), group=as_user.get("group"),
         )  # fmt: skip
         if init.returncode != 0:
             raise PostgresError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
@@ -145,8 +147,9 @@ class PostgresServer:
             if as_user:
                 os.chown(logfile, as_user["user"], as_user["group"])
             self.process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True, **as_user
-            )
+                args, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
+                user=as_user.get("user"), group=as_user.get("group"),
+            )  # fmt: skip
         self._wait_ready(timeout, logfile)
         return self
 

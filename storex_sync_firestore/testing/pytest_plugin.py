@@ -63,6 +63,6 @@ def firestore_client(firestore_emulator: FirestoreEmulator, firestore_project: s
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import firestore
 
-    client = firestore.Client(project=firestore_project, credentials=AnonymousCredentials())
+    client = firestore.Client(project=firestore_project, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
     yield client
-    client.close()
+    client.close()  # type: ignore[no-untyped-call]
