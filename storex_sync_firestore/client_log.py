@@ -325,7 +325,14 @@ def quarantine_raw(conn: Connection, shared: SharedEntry, reason: str, now_ms: i
             f"INSERT INTO {QUARANTINE_TABLE} (direction, device_id, hlc, payload, reason, created_ms) "
             "VALUES ('incoming', :d, :h, :p, :r, :now)"
         ),
-        {"d": shared.device_id, "h": shared.hlc, "p": shared.data, "r": reason, "now": now_ms},
+        {
+            "d": str(shared.device_id),
+            # Whatever arrived is kept as text in the payload; only a well-formed clock goes in its column.
+            "h": shared.hlc if type(shared.hlc) is int and 0 < shared.hlc < 2**63 else None,
+            "p": str(shared.data),
+            "r": reason,
+            "now": now_ms,
+        },
     )
 
 
@@ -370,6 +377,21 @@ def prune_mark(conn: Connection) -> int:
         )
     ).one()
     return int(first_unsettled) - 1 if first_unsettled is not None else int(last or 0)
+
+
+def adopt_unshared(conn: Connection, *, old: str, new: str) -> int:
+    """Move entries logged under ``old`` but never shared to device ``new`` (after re-registering).
+
+    A batch planned but unconfirmed is planned afresh: under the new id it is a different upload.
+    """
+    result = conn.execute(
+        text(
+            f"UPDATE {LOG_TABLE} SET device_id = :new, upload_batch = NULL "
+            "WHERE device_id = :old AND shared_on = 0"
+        ),
+        {"new": new, "old": old},
+    )
+    return int(result.rowcount or 0)
 
 
 def last_seq(conn: Connection) -> int:

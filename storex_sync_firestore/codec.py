@@ -151,6 +151,10 @@ def entry_payload(entry: LogEntry) -> dict[str, Any]:
 
 def entry_from_payload(payload: Mapping[str, Any], *, device_id: str, hlc: int) -> LogEntry:
     """Check the shape of a received payload and build the entry. Names are checked later (validate)."""
+    if not isinstance(device_id, str) or not device_id:
+        raise InvalidEntryError(f"the entry names no device: {device_id!r}")
+    if not isinstance(hlc, int) or isinstance(hlc, bool) or not 0 < hlc < 2**63:
+        raise InvalidEntryError(f"the entry's clock must be a positive 64-bit integer, not {hlc!r}")
     op, table, pk, value = (payload.get(k) for k in ("op", "table", "pk", "value"))
     if op not in OPS:
         raise InvalidEntryError(f"unknown operation {op!r}")

@@ -87,12 +87,7 @@ def init_database(
     shared_log = open_log(log_url, timeout=timeout)
     if tables:
         db.enable_sync(list(tables))
-    if new_device:  # register first: a failure must leave the stored device id as it was
-        device_id = shared_log.create_device_id(user_id=user_id)
-        db.update_state(device_id=device_id, user_id=user_id)
-    else:
-        device_id = register_device(db, shared_log, user_id=user_id, log_url=log_url)
-    db.update_state(log=log_url)
+    device_id = register_device(db, shared_log, user_id=user_id, log_url=log_url, new_device=new_device)
     return {"device_id": device_id, "user_id": user_id, "log": log_url, "tables": sorted(db.synced_tables())}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from . import client_log
 from .database import SyncedDatabase
 from .errors import UnknownDeviceError
 from .shared_log.base import SharedSyncLog
@@ -16,22 +17,31 @@ def register_device(
     user_id: str,
     shared_until: datetime | None = None,
     log_url: str | None = None,
+    new_device: bool = False,
 ) -> str:
     """Give ``db`` a device id for ``user_id`` and remember it in the database; idempotent.
 
     A database already registered for this user keeps its id if the shared log still knows it. Pass
     ``shared_until`` for a database that already holds a copy of the data (restored from a backup, say):
-    it will not download history shared before that instant.
+    it will not download history shared before that instant. ``new_device`` registers afresh even so (a
+    copied database must not pose as the original); its changes not yet shared move to the new id.
     """
     state = db.state()
     known = state.get("device_id")
-    if known and state.get("user_id") == user_id:
+    if known and not new_device and state.get("user_id") == user_id:
         if shared_log.get_device_info(user_id=user_id, device_id=known) is not None:
             return str(known)
         raise UnknownDeviceError(
             f"this database is registered as device {known!r}, which the shared log does not know",
             hint="check --log and --user, or re-register with 'storex-sync init --new-device'",
         )
+    # Register first: a failure leaves the stored id as it was.
     device_id = shared_log.create_device_id(user_id=user_id, shared_until=shared_until)
-    db.update_state(device_id=device_id, user_id=user_id, log=log_url)
+    with db.transaction() as conn:
+        if known:
+            client_log.adopt_unshared(conn, old=str(known), new=device_id)
+        db.set_state(conn, "device_id", device_id)
+        db.set_state(conn, "user_id", user_id)
+        if log_url is not None:
+            db.set_state(conn, "log", log_url)
     return device_id

@@ -316,3 +316,44 @@ def test_many_objects_are_reconciled_per_pass(make_devices: DeviceFactory) -> No
     events.on("reconciled_entries", lambda histories, **_: passes.append(len(histories)))
     b.sync(events=events)  # flaw 3.20: the original made 2 queries and 1 batch per object
     assert passes == [1500]
+
+
+def test_a_copied_database_registers_anew_and_keeps_its_unshared_changes(
+    make_devices: DeviceFactory, memory_log: MemorySharedLog, tmp_path: Any
+) -> None:
+    import shutil
+
+    from storex_sync_firestore import SyncedDatabase, register_device
+
+    a, b = make_devices(2)
+    a.sql("INSERT INTO notes VALUES ('n', 'original', NULL, 1)")
+    a.sync()
+    a.sql("INSERT INTO notes VALUES ('copied', 'not yet shared', NULL, 2)")
+    a.sync(stages=["receive"])  # stamped under a's id, not shared
+    shutil.copy(a.path, tmp_path / "copy.db")
+    copy = SyncedDatabase(f"sqlite:///{tmp_path / 'copy.db'}")
+    old = copy.state()["device_id"]
+    new = register_device(copy, memory_log, user_id="alice", new_device=True)
+    assert new != old
+    from storex_sync_firestore import do_sync
+
+    assert do_sync(copy, memory_log).sent == 1
+    b.sync()
+    assert ("copied", "not yet shared", None, 2) in b.rows("notes")
+    copy.engine.dispose()
+
+
+def test_entries_with_broken_identity_are_set_aside(
+    make_devices: DeviceFactory, memory_log: MemorySharedLog
+) -> None:
+    (b,) = make_devices(1)
+    writer = memory_log.create_device_id(user_id="alice")
+    payload = json.dumps({"op": "create", "table": "notes", "pk": ["x"], "value": {"title": "t"}})
+    broken = [
+        SharedEntry(writer, "12", payload),
+        SharedEntry(writer, -5, payload),
+        SharedEntry(writer, True, payload),
+    ]
+    memory_log.write_entries(broken, user_id="alice", device_id=writer)  # type: ignore[arg-type]
+    summary = b.sync()
+    assert summary.set_aside == 3 and b.rows("notes") == []

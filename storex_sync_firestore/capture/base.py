@@ -43,6 +43,46 @@ QUARANTINE_TABLE = "_sync_quarantine"
 SYNC_TABLES = (LOG_TABLE, CAPTURE_TABLE, STATE_TABLE, TABLES_TABLE, QUARANTINE_TABLE)
 
 
+def sync_tables_ddl(*, serial: str, bigint: str, key_text: str) -> list[str]:
+    """The sync tables every dialect shares (the capture table is each dialect's own), as statements.
+
+    ``serial`` is the auto-numbered primary key, ``bigint`` a 64-bit integer, ``key_text`` the type of the
+    columns ``(tbl, pk)`` that cleanup and reconciliation group and compare by.
+    """
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
+            seq {serial},
+            device_id TEXT NOT NULL,
+            hlc {bigint} NOT NULL,
+            tbl {key_text} NOT NULL,
+            pk {key_text} NOT NULL,
+            op TEXT NOT NULL,
+            value TEXT,
+            shared_on {bigint} NOT NULL DEFAULT 0,
+            upload_batch TEXT,
+            needs_integration INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (device_id, hlc)
+        )""",
+        f"CREATE INDEX IF NOT EXISTS {LOG_TABLE}_object ON {LOG_TABLE} (tbl, pk)",
+        f"CREATE INDEX IF NOT EXISTS {LOG_TABLE}_pending ON {LOG_TABLE} (needs_integration) "
+        "WHERE needs_integration = 1",
+        f"CREATE INDEX IF NOT EXISTS {LOG_TABLE}_unshared ON {LOG_TABLE} (hlc) WHERE shared_on = 0",
+        f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (key TEXT PRIMARY KEY, value TEXT)",
+        f"CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (name TEXT PRIMARY KEY, info TEXT NOT NULL)",
+        f"""CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} (
+            id {serial},
+            direction TEXT NOT NULL,
+            device_id TEXT,
+            hlc {bigint},
+            tbl TEXT,
+            pk TEXT,
+            payload TEXT,
+            reason TEXT NOT NULL,
+            created_ms {bigint} NOT NULL
+        )""",
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class ColumnInfo:
     """A synced column: its name, declared type and the value kind the codec uses for it."""

@@ -32,7 +32,16 @@ from sqlalchemy.exc import OperationalError
 from ..codec import JsonScalar, decode_value
 from ..errors import InvalidEntryError, UnsuitableTableError
 from . import postgres_sql as sql
-from .base import SYNC_TABLES, Captured, CaptureDialect, ColumnInfo, TableInfo, quote, savepoint
+from .base import (
+    SYNC_TABLES,
+    Captured,
+    CaptureDialect,
+    ColumnInfo,
+    TableInfo,
+    quote,
+    savepoint,
+    sync_tables_ddl,
+)
 
 SYNC_LOCK_KEY = 0x5702E5_5C
 """Advisory lock key taken by every sync write transaction (an arbitrary constant, per database)."""
@@ -56,9 +65,11 @@ class PostgresCapture(CaptureDialect):
         return str(conn.execute(text("SELECT current_schema()")).scalar_one())
 
     def create_sync_tables(self, conn: Connection) -> None:
-        for statement in sql.DDL.split(";"):
-            if statement.strip():
-                conn.exec_driver_sql(statement)
+        conn.exec_driver_sql(sql.CAPTURE_DDL)
+        for statement in sync_tables_ddl(
+            serial="BIGSERIAL PRIMARY KEY", bigint="BIGINT", key_text=sql.KEY_TEXT
+        ):
+            conn.exec_driver_sql(statement)
 
     def reflect_table(self, conn: Connection, name: str) -> TableInfo:
         if _NOT_SYNCABLE.match(name) or name in SYNC_TABLES:

@@ -14,10 +14,6 @@ from collections.abc import Sequence
 
 from .base import (
     CAPTURE_TABLE,
-    LOG_TABLE,
-    QUARANTINE_TABLE,
-    STATE_TABLE,
-    TABLES_TABLE,
     ColumnInfo,
     TableInfo,
     ValueKind,
@@ -32,9 +28,10 @@ TRIGGER = "_sync_capture"
 TRUNCATE_TRIGGER = "_sync_truncate"
 MAX_IDENTIFIER = 63
 
-# tbl and pk use the "C" collation: the engine pages through (tbl, pk) in Python's code-point order, which
-# a locale collation (en_US: case and punctuation folded) would contradict.
-DDL = f"""
+# The log's tbl and pk compare as exact text, byte for byte like SQLite's: the "C" collation, whatever
+# locale the database was created with.
+KEY_TEXT = 'TEXT COLLATE "C"'
+CAPTURE_DDL = f"""
 CREATE TABLE IF NOT EXISTS {CAPTURE_TABLE} (
     seq BIGSERIAL PRIMARY KEY,
     tbl TEXT NOT NULL,
@@ -43,35 +40,6 @@ CREATE TABLE IF NOT EXISTS {CAPTURE_TABLE} (
     value TEXT,
     wall_ms BIGINT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
-    seq BIGSERIAL PRIMARY KEY,
-    device_id TEXT NOT NULL,
-    hlc BIGINT NOT NULL,
-    tbl TEXT COLLATE "C" NOT NULL,
-    pk TEXT COLLATE "C" NOT NULL,
-    op TEXT NOT NULL,
-    value TEXT,
-    shared_on BIGINT NOT NULL DEFAULT 0,
-    upload_batch TEXT,
-    needs_integration INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (device_id, hlc)
-);
-CREATE INDEX IF NOT EXISTS {LOG_TABLE}_object ON {LOG_TABLE} (tbl, pk);
-CREATE INDEX IF NOT EXISTS {LOG_TABLE}_pending ON {LOG_TABLE} (needs_integration) WHERE needs_integration = 1;
-CREATE INDEX IF NOT EXISTS {LOG_TABLE}_unshared ON {LOG_TABLE} (hlc) WHERE shared_on = 0;
-CREATE TABLE IF NOT EXISTS {STATE_TABLE} (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (name TEXT PRIMARY KEY, info TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} (
-    id BIGSERIAL PRIMARY KEY,
-    direction TEXT NOT NULL,
-    device_id TEXT,
-    hlc BIGINT,
-    tbl TEXT,
-    pk TEXT,
-    payload TEXT,
-    reason TEXT NOT NULL,
-    created_ms BIGINT NOT NULL
-)
 """
 
 KINDS: dict[str, ValueKind] = {

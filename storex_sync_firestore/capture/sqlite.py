@@ -32,10 +32,6 @@ from ..codec import JsonScalar, dumps
 from ..errors import UnsuitableTableError
 from .base import (
     CAPTURE_TABLE,
-    LOG_TABLE,
-    QUARANTINE_TABLE,
-    STATE_TABLE,
-    TABLES_TABLE,
     Captured,
     CaptureDialect,
     ColumnInfo,
@@ -43,6 +39,7 @@ from .base import (
     ValueKind,
     literal,
     quote,
+    sync_tables_ddl,
 )
 
 WALL_MS_SQL = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
@@ -50,7 +47,7 @@ _ARGS_PER_CALL = 60  # SQLite functions take at most 127 arguments
 MAX_KEY_COLUMNS = 8
 _KEYS = [f"k{i}" for i in range(1, MAX_KEY_COLUMNS + 1)]
 
-DDL = f"""
+CAPTURE_DDL = f"""
 CREATE TABLE IF NOT EXISTS {CAPTURE_TABLE} (
     seq INTEGER PRIMARY KEY,
     tbl TEXT NOT NULL,
@@ -58,35 +55,6 @@ CREATE TABLE IF NOT EXISTS {CAPTURE_TABLE} (
     {", ".join(_KEYS)},
     changed TEXT,
     wall_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
-    seq INTEGER PRIMARY KEY,
-    device_id TEXT NOT NULL,
-    hlc INTEGER NOT NULL,
-    tbl TEXT NOT NULL,
-    pk TEXT NOT NULL,
-    op TEXT NOT NULL,
-    value TEXT,
-    shared_on INTEGER NOT NULL DEFAULT 0,
-    upload_batch TEXT,
-    needs_integration INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (device_id, hlc)
-);
-CREATE INDEX IF NOT EXISTS {LOG_TABLE}_object ON {LOG_TABLE} (tbl, pk);
-CREATE INDEX IF NOT EXISTS {LOG_TABLE}_pending ON {LOG_TABLE} (needs_integration) WHERE needs_integration = 1;
-CREATE INDEX IF NOT EXISTS {LOG_TABLE}_unshared ON {LOG_TABLE} (hlc) WHERE shared_on = 0;
-CREATE TABLE IF NOT EXISTS {STATE_TABLE} (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (name TEXT PRIMARY KEY, info TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} (
-    id INTEGER PRIMARY KEY,
-    direction TEXT NOT NULL,
-    device_id TEXT,
-    hlc INTEGER,
-    tbl TEXT,
-    pk TEXT,
-    payload TEXT,
-    reason TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
 );
 """
 
@@ -228,9 +196,9 @@ class SQLiteCapture(CaptureDialect):
         event.listen(engine, "connect", _on_connect)
 
     def create_sync_tables(self, conn: Connection) -> None:
-        for statement in DDL.split(";"):
-            if statement.strip():
-                conn.exec_driver_sql(statement)
+        conn.exec_driver_sql(CAPTURE_DDL)
+        for statement in sync_tables_ddl(serial="INTEGER PRIMARY KEY", bigint="INTEGER", key_text="TEXT"):
+            conn.exec_driver_sql(statement)
 
     def reflect_table(self, conn: Connection, name: str) -> TableInfo:
         if _NOT_SYNCABLE.match(name):

@@ -38,6 +38,31 @@ T = TypeVar("T")
 _DEFAULT: Any = object()
 
 
+_PERMANENT: tuple[tuple[type[gexc.GoogleAPICallError], str, str], ...] = (
+    (
+        gexc.PermissionDenied,
+        "Firestore denied {op}",
+        "deploy firestore.rules and sign in as the log's user (request.auth.uid == userId)",
+    ),
+    (
+        gexc.Unauthenticated,
+        "Firestore could not authenticate {op}",
+        "refresh the ID token or check the service-account credentials",
+    ),
+    (
+        gexc.InvalidArgument,
+        "Firestore rejected {op} as invalid",
+        "a document or request over Firestore's limits is a bug in packing; please report it",
+    ),
+    (
+        gexc.FailedPrecondition,
+        "Firestore refused {op}",
+        "if it names a missing index: firebase deploy --only firestore (firestore.indexes.json)",
+    ),
+)
+"""Errors retrying cannot fix: what happened, and what to do about it."""
+
+
 @contextlib.contextmanager
 def translate_errors(operation: str) -> Iterator[None]:
     """Turn google.api_core / grpc / OS errors into this package's errors, keeping them as ``__cause__``."""
@@ -45,27 +70,11 @@ def translate_errors(operation: str) -> Iterator[None]:
         yield
     except SharedLogError:
         raise
-    except gexc.PermissionDenied as exc:
-        raise PermanentSharedLogError(
-            f"Firestore denied {operation}: {exc.message}",
-            hint="deploy firestore.rules and sign in as the log's user (request.auth.uid == userId)",
-        ) from exc
-    except gexc.Unauthenticated as exc:
-        raise PermanentSharedLogError(
-            f"Firestore could not authenticate {operation}: {exc.message}",
-            hint="refresh the ID token or check the service-account credentials",
-        ) from exc
-    except gexc.InvalidArgument as exc:
-        raise PermanentSharedLogError(
-            f"Firestore rejected {operation} as invalid: {exc.message}",
-            hint="a document or request over Firestore's limits is a bug in packing; please report it",
-        ) from exc
-    except gexc.FailedPrecondition as exc:
-        raise PermanentSharedLogError(
-            f"Firestore refused {operation}: {exc.message}",
-            hint="if it names a missing index: firebase deploy --only firestore (firestore.indexes.json)",
-        ) from exc
     except Exception as exc:
+        for kind, what, hint in _PERMANENT:
+            if isinstance(exc, kind):
+                message = f"{what.format(op=operation)}: {exc.message}"
+                raise PermanentSharedLogError(message, hint=hint) from exc
         if is_transient(exc):
             raise TransientSharedLogError(
                 f"Firestore unavailable for {operation} ({type(exc).__name__}: {exc}), gave up retrying",
