@@ -45,6 +45,7 @@ from .base import (
 WALL_MS_SQL = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _ARGS_PER_CALL = 60  # SQLite functions take at most 127 arguments
 MAX_KEY_COLUMNS = 8
+MASK_BITS = 62
 _KEYS = [f"k{i}" for i in range(1, MAX_KEY_COLUMNS + 1)]
 
 CAPTURE_DDL = f"""
@@ -53,7 +54,7 @@ CREATE TABLE IF NOT EXISTS {CAPTURE_TABLE} (
     tbl TEXT NOT NULL,
     op TEXT NOT NULL,
     {", ".join(_KEYS)},
-    changed TEXT,
+    changed,  -- no declared type: an integer bit mask, or a text of 0/1 for wide tables, kept as written
     wall_ms INTEGER NOT NULL
 );
 """
@@ -159,11 +160,20 @@ def trigger_sql(table: TableInfo) -> list[str]:
     cols = table.value_columns
     if cols:
         changed = [f"(OLD.{quote(c.name)} IS NOT NEW.{quote(c.name)})" for c in cols]
+        if len(cols) <= MASK_BITS:  # which columns changed: a bit mask, or a string of 0/1 for wide tables
+            which = " | ".join(f"({flag} << {i})" for i, flag in enumerate(changed))
+        else:
+            which = " || ".join(changed)
         statements.append(
             f"CREATE TRIGGER {upd} AFTER UPDATE ON {t} WHEN ({same_key}) AND ({' OR '.join(changed)}) BEGIN "
-            f"{into} VALUES ({name}, 'modify', {key('NEW')}, {' || '.join(changed)}, {WALL_MS_SQL}); END"
+            f"{into} VALUES ({name}, 'modify', {key('NEW')}, {which}, {WALL_MS_SQL}); END"
         )
     return statements
+
+
+def _changed(which: int | str, i: int) -> bool:
+    """Did the update change value column ``i``? (``which`` as the update trigger recorded it.)"""
+    return bool(which >> i & 1) if isinstance(which, int) else which[i] == "1"
 
 
 def read_values_sql(table: TableInfo) -> str:
@@ -276,7 +286,7 @@ class SQLiteCapture(CaptureDialect):
                     captured.append(Captured(seq, name, pk, op, full, wall_ms))
                 elif found:
                     values = json.loads(full)
-                    picked = {n: values[n] for n, flag in zip(names, changed, strict=True) if flag == "1"}
+                    picked = {n: values[n] for i, n in enumerate(names) if _changed(changed, i)}
                     captured.append(Captured(seq, name, pk, op, dumps(picked), wall_ms))
                 # A row gone by now was deleted or re-keyed by a later change, whose entry says so.
         captured.sort(key=lambda c: c.seq)
