@@ -8,7 +8,6 @@ and the rest still land. Table and column names come from the synced-table regis
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,20 +34,28 @@ def _where(table: TableInfo, offset: int) -> str:
     return " AND ".join(f"{quote(c)} = :p{offset + i}" for i, c in enumerate(table.pk))
 
 
-def _statement(op: Operation, table: TableInfo, dialect: CaptureDialect) -> str:
-    columns = tuple(c.name for c in table.value_columns if c.name in op.values)
-    return _statement_for(op.kind, table, columns, dialect)
+class _Statements:
+    """Statements by shape (kind, table, columns), built once per apply and reused for every row."""
 
+    def __init__(self, dialect: CaptureDialect) -> None:
+        self.dialect = dialect
+        self._built: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
-@functools.lru_cache(maxsize=512)
-def _statement_for(kind: str, table: TableInfo, columns: tuple[str, ...], dialect: CaptureDialect) -> str:
-    """One statement per (kind, table, columns): built once, then reused for every row of that shape."""
-    if kind == "insert":
-        return dialect.upsert_sql(table, columns)
-    if kind == "delete":
-        return f"DELETE FROM {quote(table.name)} WHERE {_where(table, 0)}"
-    sets = ", ".join(f"{quote(c)} = :p{len(table.pk) + i}" for i, c in enumerate(columns))
-    return f"UPDATE {quote(table.name)} SET {sets} WHERE {_where(table, 0)}"
+    def __call__(self, op: Operation, table: TableInfo) -> str:
+        columns = tuple(c.name for c in table.value_columns if c.name in op.values)
+        key = (op.kind, table.name, columns)
+        sql = self._built.get(key)
+        if sql is None:
+            sql = self._built[key] = self._build(op.kind, table, columns)
+        return sql
+
+    def _build(self, kind: str, table: TableInfo, columns: tuple[str, ...]) -> str:
+        if kind == "insert":
+            return self.dialect.upsert_sql(table, columns)
+        if kind == "delete":
+            return f"DELETE FROM {quote(table.name)} WHERE {_where(table, 0)}"
+        sets = ", ".join(f"{quote(c)} = :p{len(table.pk) + i}" for i, c in enumerate(columns))
+        return f"UPDATE {quote(table.name)} SET {sets} WHERE {_where(table, 0)}"
 
 
 def _params(op: Operation, table: TableInfo, dialect: CaptureDialect) -> dict[str, Any]:
@@ -78,13 +85,14 @@ def apply_operations(
     result = ApplyResult()
     if not operations:
         return result
+    statement = _Statements(dialect)
     try:
         with savepoint(conn):
             groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
             # Deletes first: a key freed by one object's delete may be reused by another's insert.
             for op in sorted(operations, key=lambda o: o.kind != "delete"):
                 table = tables[op.table]
-                groups[_statement(op, table, dialect)].append(_params(op, table, dialect))
+                groups[statement(op, table)].append(_params(op, table, dialect))
             for sql, params in groups.items():
                 conn.execute(text(sql), params)
         result.applied = len(operations)
@@ -98,7 +106,7 @@ def apply_operations(
             table = tables[op.table]
             try:
                 with savepoint(conn):
-                    conn.execute(text(_statement(op, table, dialect)), _params(op, table, dialect))
+                    conn.execute(text(statement(op, table)), _params(op, table, dialect))
                 result.applied += 1
             except _UnapplicableError as exc:
                 failed.append((op, str(exc)))

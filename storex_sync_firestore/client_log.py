@@ -82,9 +82,7 @@ def stamp_pending(
             f"INSERT INTO {LOG_TABLE} (device_id, hlc, tbl, pk, op, value) VALUES (?, ?, ?, ?, ?, ?)",
             [(device_id, clock.stamp(c.wall_ms), c.table, c.pk, c.op, c.value) for c in captured],
         )
-        # Delete exactly the rows read: on a server database another transaction may commit a lower seq
-        # meanwhile, and a range delete would drop that change unlogged.
-        _many(conn, f"DELETE FROM {CAPTURE_TABLE} WHERE seq = ?", [(s,) for s in seqs])
+        dialect.forget_captured(conn, seqs)
         moved += len(captured)
         if len(seqs) < STAMP_CHUNK:
             return moved  # caught up: an application writing on does not keep this loop (and its locks)
@@ -177,9 +175,16 @@ def plan_upload(
         batch.entries.append(shared)
         chosen.append(int(row[0]))
     _many(conn, f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = ?", [(s,) for s in withheld])
-    _many(
-        conn, f"UPDATE {LOG_TABLE} SET upload_batch = ? WHERE seq = ?", [(batch.batch_id, s) for s in chosen]
-    )
+    if chosen:
+        # One range update: every unshared, unplanned entry in the clock range was read above and is
+        # either chosen or (just) withheld, and only the sync itself writes to the log.
+        conn.execute(
+            text(
+                f"UPDATE {LOG_TABLE} SET upload_batch = :b "
+                "WHERE shared_on = 0 AND upload_batch IS NULL AND hlc BETWEEN :first AND :last"
+            ),
+            {"b": batch.batch_id, "first": batch.entries[0].hlc, "last": batch.entries[-1].hlc},
+        )
     return batch
 
 

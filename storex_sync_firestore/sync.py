@@ -72,7 +72,7 @@ def do_sync(
     user_id: str | None = None,
     device_id: str | None = None,
     stages: Collection[str] = STAGES,
-    upload_batch_size: int | None = 5_000,
+    upload_batch_size: int | None = 10_000,
     upload_batch_byte_limit: int | None = None,
     download_batch_size: int | None = 5_000,
     reconcile_batch_size: int = 2_000,

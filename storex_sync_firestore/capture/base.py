@@ -13,7 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, text
@@ -100,16 +100,16 @@ class TableInfo:
     name: str
     columns: tuple[ColumnInfo, ...]
     pk: tuple[str, ...]
+    value_columns: tuple[ColumnInfo, ...] = field(init=False, repr=False, compare=False)
+    """Columns outside the primary key: the ones a create or modify entry carries."""
+    pk_columns: tuple[ColumnInfo, ...] = field(init=False, repr=False, compare=False)
+    """The key's columns, in key order."""
 
-    @property
-    def value_columns(self) -> tuple[ColumnInfo, ...]:
-        """Columns outside the primary key: the ones a create or modify entry carries."""
-        return tuple(c for c in self.columns if c.name not in self.pk)
-
-    @property
-    def pk_columns(self) -> tuple[ColumnInfo, ...]:
+    def __post_init__(self) -> None:
+        # Computed once: the apply and validate stages ask for these for every entry.
         by_name = {c.name: c for c in self.columns}
-        return tuple(by_name[name] for name in self.pk)
+        object.__setattr__(self, "value_columns", tuple(c for c in self.columns if c.name not in self.pk))
+        object.__setattr__(self, "pk_columns", tuple(by_name[name] for name in self.pk))
 
     def column(self, name: str) -> ColumnInfo | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -196,6 +196,14 @@ class CaptureDialect(ABC):
         # Keys are compared as text across devices and dialects: store them canonical.
         captured = [Captured(int(r[0]), r[1], dumps(json.loads(r[2])), r[3], r[4], int(r[5])) for r in rows]
         return [c.seq for c in captured], captured
+
+    def forget_captured(self, conn: Connection, seqs: Sequence[int]) -> None:
+        """Delete captured rows once they are logged.
+
+        Exactly the rows read: on a server database another transaction may commit a lower seq meanwhile,
+        and a range delete would drop that change unlogged.
+        """
+        conn.execute(text(f"DELETE FROM {CAPTURE_TABLE} WHERE seq = :s"), [{"s": s} for s in seqs])
 
     @abstractmethod
     def silence(self, conn: Connection) -> None:

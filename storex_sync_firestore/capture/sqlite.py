@@ -292,6 +292,10 @@ class SQLiteCapture(CaptureDialect):
         captured.sort(key=lambda c: c.seq)
         return [r[0] for r in rows], captured
 
+    def forget_captured(self, conn: Connection, seqs: Sequence[int]) -> None:
+        # One writer at a time: everything up to the last seq read was read, so a range delete is exact.
+        conn.exec_driver_sql(f"DELETE FROM {CAPTURE_TABLE} WHERE seq <= ?", (max(seqs),))
+
     def silence(self, conn: Connection) -> None:
         conn.info["sync_capture_mark"] = conn.exec_driver_sql(
             f"SELECT coalesce(max(seq), 0) FROM {CAPTURE_TABLE}"
