@@ -8,6 +8,9 @@ Typical use::
     db.enable_sync(["notes"])
     register_device(db, shared_log, user_id="alice")
     summary = do_sync(db, shared_log)
+
+``FirestoreSharedLog`` lives in ``storex_sync_firestore.shared_log.firestore`` (imported on demand, so that
+memory and folder users never load the Google client); ``open_shared_log("firestore://PROJECT")`` finds it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from .capture.base import ColumnInfo, TableInfo
 from .clock import HybridLogicalClock
 from .codec import JsonSerializer, Serializer, decode_value, encode_value
+from .continuous import ContinuousSync
 from .database import SyncedDatabase
 from .devices import register_device
 from .errors import (
@@ -44,8 +48,8 @@ from .models import (
     WriteResult,
 )
 from .reconcile import LastWriteWins, ObjectHistory, Reconciler, reconcile_sync_log
+from .shared_log import FilesystemSharedLog, MemorySharedLog, open_shared_log
 from .shared_log.base import SharedSyncLog
-from .shared_log.memory import MemorySharedLog
 from .sync import do_sync
 
 __all__ = [
@@ -54,9 +58,11 @@ __all__ = [
     "ColumnInfo",
     "ConfigurationError",
     "Conflict",
+    "ContinuousSync",
     "DeviceInfo",
     "DoubleCreateError",
     "EntryTooLargeError",
+    "FilesystemSharedLog",
     "HybridLogicalClock",
     "InvalidEntryError",
     "JsonSerializer",
@@ -85,6 +91,7 @@ __all__ = [
     "decode_value",
     "do_sync",
     "encode_value",
+    "open_shared_log",
     "reconcile_sync_log",
     "register_device",
     "uuid7",

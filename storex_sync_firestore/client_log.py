@@ -21,6 +21,7 @@ from .capture.base import CAPTURE_TABLE, LOG_TABLE, QUARANTINE_TABLE, CaptureDia
 from .clock import HybridLogicalClock
 from .codec import JsonSerializer, Serializer, dumps, entry_payload
 from .models import LogEntry, SharedEntry
+from .quarantine import quarantine
 from .reconcile import ObjectHistory, retained_keys
 
 WITHHELD = -1
@@ -288,56 +289,6 @@ def remove(conn: Connection, entries: Iterable[LogEntry]) -> None:
         conn,
         f"DELETE FROM {LOG_TABLE} WHERE device_id = ? AND hlc = ?",
         [(e.device_id, e.hlc) for e in entries],
-    )
-
-
-def quarantine(
-    conn: Connection,
-    entries: Sequence[LogEntry],
-    reason: str,
-    *,
-    direction: str = "incoming",
-    now_ms: int,
-    raw: Sequence[str | None] | None = None,
-) -> None:
-    """Set entries aside with the reason: kept for inspection and replay, never applied half-way."""
-    conn.execute(
-        text(
-            f"INSERT INTO {QUARANTINE_TABLE} "
-            "(direction, device_id, hlc, tbl, pk, payload, reason, created_ms) "
-            "VALUES (:dir, :d, :h, :t, :k, :p, :r, :now)"
-        ),
-        [
-            {
-                "dir": direction,
-                "d": e.device_id,
-                "h": e.hlc,
-                "t": e.table,
-                "k": dumps(list(e.pk)),
-                "p": (raw[i] if raw is not None else dumps(entry_payload(e))),
-                "r": reason,
-                "now": now_ms,
-            }
-            for i, e in enumerate(entries)
-        ],
-    )
-
-
-def quarantine_raw(conn: Connection, shared: SharedEntry, reason: str, now_ms: int) -> None:
-    """Set aside an entry that could not even be parsed, keeping its text as received."""
-    conn.execute(
-        text(
-            f"INSERT INTO {QUARANTINE_TABLE} (direction, device_id, hlc, payload, reason, created_ms) "
-            "VALUES ('incoming', :d, :h, :p, :r, :now)"
-        ),
-        {
-            "d": str(shared.device_id),
-            # Whatever arrived is kept as text in the payload; only a well-formed clock goes in its column.
-            "h": shared.hlc if type(shared.hlc) is int and 0 < shared.hlc < 2**63 else None,
-            "p": str(shared.data),
-            "r": reason,
-            "now": now_ms,
-        },
     )
 
 

@@ -77,6 +77,8 @@ def decode_value(value: Json) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEntryError('a non-finite number must travel tagged, as {"$float": "nan"}')
         return value
     if isinstance(value, dict) and len(value) == 1:
         ((tag, raw),) = value.items()
@@ -149,12 +151,17 @@ def entry_payload(entry: LogEntry) -> dict[str, Any]:
     return payload
 
 
-def entry_from_payload(payload: Mapping[str, Any], *, device_id: str, hlc: int) -> LogEntry:
-    """Check the shape of a received payload and build the entry. Names are checked later (validate)."""
+def check_identity(device_id: object, hlc: object) -> None:
+    """An entry is known by (device id, clock): both must be well formed before anything else is read."""
     if not isinstance(device_id, str) or not device_id:
         raise InvalidEntryError(f"the entry names no device: {device_id!r}")
     if not isinstance(hlc, int) or isinstance(hlc, bool) or not 0 < hlc < 2**63:
         raise InvalidEntryError(f"the entry's clock must be a positive 64-bit integer, not {hlc!r}")
+
+
+def entry_from_payload(payload: Mapping[str, Any], *, device_id: str, hlc: int) -> LogEntry:
+    """Check the shape of a received payload and build the entry. Names are checked later (validate)."""
+    check_identity(device_id, hlc)
     op, table, pk, value = (payload.get(k) for k in ("op", "table", "pk", "value"))
     if op not in OPS:
         raise InvalidEntryError(f"unknown operation {op!r}")

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from . import client_log
+from . import client_log, quarantine
 from .apply import ApplyResult, apply_operations
 from .clock import HybridLogicalClock, wall_clock_ms
-from .codec import JsonSerializer, Serializer, dumps, entry_from_payload
+from .codec import JsonSerializer, Serializer, check_identity, dumps, entry_from_payload
 from .database import SyncedDatabase
 from .errors import ClockDriftError, InvalidEntryError
 from .events import SyncEvents
@@ -136,9 +136,10 @@ def do_sync(
 def _decode(
     run: _Run, shared: SharedEntry, serializer: Serializer, post_receive: PostReceive | None
 ) -> LogEntry:
+    check_identity(shared.device_id, shared.hlc)
     try:
         payload = serializer.loads(shared.data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidEntryError(f"the serializer cannot read the entry: {exc}") from exc
     entry = entry_from_payload(payload, device_id=shared.device_id, hlc=shared.hlc)
     if post_receive is not None:
@@ -175,7 +176,7 @@ def _receive(
                 run.clock.receive(entry.hlc)
             client_log.insert_received(conn, good, now)
             for shared, reason in bad:
-                client_log.quarantine_raw(conn, shared, reason, now)
+                quarantine.quarantine_raw(conn, shared, reason, now)
             run.db.save_clock(conn, run.clock)
         for shared, reason in bad:
             log.warning("set aside entry %s@%s from the shared log: %s", shared.device_id, shared.hlc, reason)
@@ -354,6 +355,6 @@ def _settle(
             integrated.extend(new)
             continue
         log.warning("set aside %d entries for %s %s: %s", len(new), h.table, list(h.pk), reason)
-        client_log.quarantine(conn, new, reason, now_ms=now)
+        quarantine.quarantine(conn, new, reason, now_ms=now)
         client_log.remove(conn, new)
     return client_log.mark_integrated(conn, integrated)

@@ -223,6 +223,9 @@ def test_bad_entries_are_set_aside_and_the_rest_applied(
         {"op": "create", "table": "notes", "pk": [None], "value": {}},
         "this is not JSON",
         ["a", "list"],
+        '{"op": "create", "table": "notes", "pk": [NaN], "value": {}}',
+        '{"op": "create", "table": "notes", "pk": ["x"], "value": {"rank": Infinity}}',
+        "[" * 100_000 + "]" * 100_000,
     ]
     foreign(memory_log, [hostile[0], good, *hostile[1:]])
     summary = b.sync()

@@ -109,6 +109,8 @@ class _Memo:
     old: Marker
     new: Marker
     device_update_time: datetime | None
+    resume_at: Position | None = None
+    """Where the next page of the same paging session starts (set when this page was cut)."""
 
 
 class FirestoreSharedLog(SharedSyncLog):
@@ -142,6 +144,11 @@ class FirestoreSharedLog(SharedSyncLog):
         self.page_docs = page_docs
         self.stats = FirestoreStats()
         self._sleep = sleep
+        # Paging sessions: (user, device) -> (marker as last written, position to continue after). While a
+        # device pages through a backlog, each page starts after the previous one instead of re-reading
+        # every not-yet-settled batch from the settled position again (which made a backlog quadratic).
+        self._sessions: dict[tuple[str, str], tuple[Marker, Position]] = {}
+        self._sessions_lock = threading.Lock()
 
     # ---- plumbing ----
 
@@ -250,18 +257,28 @@ class FirestoreSharedLog(SharedSyncLog):
                 hint="register the device again (storex-sync init)",
             )
         marker = Marker.from_fields(snap.to_dict() or {})
-        limit = self.page_docs + len(marker.seen)  # seen batches come back too; the page must pass them
-        query = self._unseen_query(user_id, marker).limit(limit)
+        with self._sessions_lock:
+            session = self._sessions.get((user_id, device_id))
+        resume = session[1] if session is not None and session[0] == marker else None
+        # A full query passes the seen batches again, so its page must be longer by that many.
+        limit = self.page_docs + (len(marker.seen) if resume is None else 0)
+        query = self._unseen_query(user_id, marker if resume is None else Marker(resume)).limit(limit)
         skip = marker.seen_ids
 
-        def run() -> tuple[list[tuple[Any, dict[str, Any]]], bool]:
-            docs: list[tuple[Any, dict[str, Any]]] = []
+        read_at: list[datetime] = []  # the server's read time of the query (the clock settling is judged by)
+
+        def run() -> tuple[list[tuple[Position, dict[str, Any] | None]], bool]:
+            docs: list[tuple[Position, dict[str, Any] | None]] = []
             count = 0
+            read_at.clear()
             for doc in query.stream(**self._rpc()):
+                read_at[:] = read_at or [doc.read_time]
+                if doc.id in skip:  # delivered before: only its place matters, not its (large) data
+                    docs.append((Position(doc.get(layout.F_SHARED_ON), doc.id), None))
+                    continue
                 data = doc.to_dict() or {}
-                docs.append((doc, data))
-                if doc.id not in skip:
-                    count += len(data.get(layout.F_HLCS) or ())
+                docs.append((Position(data[layout.F_SHARED_ON], doc.id), data))
+                count += len(data.get(layout.F_HLCS) or ())
                 if batch_size is not None and count >= batch_size:
                     return docs, True  # stop reading: the rest of the page is not billed
             return docs, len(docs) >= limit
@@ -269,17 +286,24 @@ class FirestoreSharedLog(SharedSyncLog):
         docs, cut = self._call(f"reading the log of user {user_id!r}", run)
         self.stats.add(documents_read=max(1, len(docs)), queries=1)
         entries: list[SharedEntry] = []
-        for doc, data in docs:
-            writer = data.get(layout.F_DEVICE_ID, "")
-            if doc.id not in skip and writer != device_id:
-                entries.extend(layout.unpack(writer, data))
-        new = marker
-        if docs:
-            consumed = [Position(data[layout.F_SHARED_ON], doc.id) for doc, data in docs]
-            horizon = docs[0][0].read_time - self.settle_time
-            new = advance(marker, consumed, cut=cut, horizon=horizon)
-        memo = _Memo(marker, new, snap.update_time)
-        return UnsyncedUpdate(entries, memo=memo, documents_read=1 + max(1, len(docs)), has_more=cut)
+        for _pos, data in docs:
+            if data is not None and data.get(layout.F_DEVICE_ID, "") != device_id:
+                entries.extend(layout.unpack(data.get(layout.F_DEVICE_ID, ""), data))
+        consumed = [pos for pos, _data in docs]
+        if resume is not None:  # mid-session: nothing settles, the page joins the seen tail
+            new = Marker(marker.pos, tuple(sorted(set(marker.seen) | set(consumed), key=Position.key)))
+            if new == marker:  # nothing new: end the session here (mark_as_seen will not be writing)
+                with self._sessions_lock:
+                    self._sessions.pop((user_id, device_id), None)
+        elif docs:
+            new = advance(marker, consumed, cut=cut, horizon=read_at[0] - self.settle_time)
+        else:
+            new = marker
+        memo = _Memo(marker, new, snap.update_time, consumed[-1] if cut and consumed else None)
+        # A session that resumed ends with one full query from the settled position: it picks up batches
+        # that became visible behind the pages already read, in this sync rather than the next.
+        more = cut or resume is not None
+        return UnsyncedUpdate(entries, memo=memo, documents_read=1 + max(1, len(docs)), has_more=more)
 
     def _unseen_query(self, user_id: str, marker: Marker) -> Any:
         """Batches after the marker's settled position, in (sharedOn, __name__) order (layout.QUERIES)."""
@@ -316,6 +340,11 @@ class FirestoreSharedLog(SharedSyncLog):
         if not self._call(f"moving the read marker of device {device_id!r}", update_marker):
             return WriteResult(0)
         self.stats.add(documents_written=1, commits=1)
+        with self._sessions_lock:
+            if memo.resume_at is None:
+                self._sessions.pop((user_id, device_id), None)  # the backlog is read: next time, start over
+            else:
+                self._sessions[(user_id, device_id)] = (memo.new, memo.resume_at)
         return WriteResult(1)
 
     def with_options(self, **changes: Any) -> FirestoreSharedLog:

@@ -233,14 +233,19 @@ def check_commit_size(batches: Sequence[PackedBatch]) -> None:
 
 
 def unpack(device_id: str, fields: dict[str, Any]) -> list[SharedEntry]:
-    """Entries of a batch document, in upload order; raises if the document is malformed."""
+    """Entries of a batch document, in upload order.
+
+    A malformed document (not written by this package) is not an error here: it comes back as one entry
+    without a valid clock, holding the document's text, which sync sets aside. One bad document must not
+    stop every later batch from being read.
+    """
     hlcs, data = fields.get(F_HLCS), fields.get(F_DATA)
     if not isinstance(hlcs, list) or not isinstance(data, list) or len(hlcs) != len(data):
-        raise PermanentSharedLogError(
-            f"batch document of device {device_id!r} is malformed (h/d arrays missing or unequal)",
-            hint="the document was not written by this package; remove it from the log",
-        )
-    return [SharedEntry(device_id, int(h), str(d)) for h, d in zip(hlcs, data, strict=True)]
+        return [SharedEntry(str(device_id), 0, repr(fields)[:10_000])]
+    return [
+        SharedEntry(str(device_id), h if type(h) is int else 0, d if isinstance(d, str) else repr(d))
+        for h, d in zip(hlcs, data, strict=True)
+    ]
 
 
 # ---- Queries, declared as data so tests can check them against firestore.indexes.json ----
