@@ -16,11 +16,12 @@ so it is never blocked by it. While reconciling, the rows about to be written ar
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -304,21 +305,15 @@ def _to_date(column: ColumnInfo, value: Any) -> Any:
     return value
 
 
-def _to_datetime(column: ColumnInfo, value: Any) -> Any:
+def _to_timestamp(column: ColumnInfo, value: Any, *, aware: bool) -> Any:
+    """A timestamp for a column with (``aware``) or without time zone; never shifted to fit."""
     value = _parse_time(column, value, datetime.fromisoformat)
     if not isinstance(value, datetime):
         raise _refuse(column, value, "not a timestamp")
-    if value.tzinfo is not None:
-        raise _refuse(column, value, "a timestamp without time zone would drop its offset")
-    return value
-
-
-def _to_datetime_tz(column: ColumnInfo, value: Any) -> Any:
-    value = _parse_time(column, value, datetime.fromisoformat)
-    if not isinstance(value, datetime):
-        raise _refuse(column, value, "not a timestamp")
-    if value.tzinfo is None:
+    if aware and value.tzinfo is None:
         raise _refuse(column, value, "no UTC offset: the instant it means is unknown")
+    if not aware and value.tzinfo is not None:
+        raise _refuse(column, value, "a timestamp without time zone would drop its offset")
     return value
 
 
@@ -365,7 +360,7 @@ def _to_any(column: ColumnInfo, value: Any) -> Any:
     raise _refuse(column, value, "expected its text form")
 
 
-_CONVERTERS = {
+_CONVERTERS: dict[str, Callable[[ColumnInfo, Any], Any]] = {
     "bool": _to_bool,
     "int": _to_int,
     "float": _to_float,
@@ -373,8 +368,8 @@ _CONVERTERS = {
     "text": _to_text,
     "bytes": _to_bytes,
     "date": _to_date,
-    "datetime": _to_datetime,
-    "datetime_tz": _to_datetime_tz,
+    "datetime": functools.partial(_to_timestamp, aware=False),
+    "datetime_tz": functools.partial(_to_timestamp, aware=True),
     "uuid": _to_uuid,
     "json": _to_json,
 }
