@@ -8,6 +8,7 @@ and the rest still land. Table and column names come from the synced-table regis
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from .capture.base import CaptureDialect, TableInfo, quote, savepoint
 from .codec import decode_value
 from .errors import InvalidEntryError
 from .models import Json, Operation
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -66,7 +69,7 @@ def _params(op: Operation, table: TableInfo, dialect: CaptureDialect) -> dict[st
     for column, raw in pairs:
         try:
             values.append(dialect.to_db(column, decode_value(raw)))
-        except (ValueError, TypeError, InvalidEntryError) as exc:
+        except (ValueError, TypeError, ArithmeticError, InvalidEntryError) as exc:
             raise _UnapplicableError(f"column {table.name}.{column.name} cannot hold {raw!r}: {exc}") from exc
     return {f"p{i}": v for i, v in enumerate(values)}
 
@@ -97,7 +100,7 @@ def apply_operations(
                 conn.execute(text(sql), params)
         result.applied = len(operations)
         return result
-    except (SQLAlchemyError, _UnapplicableError):
+    except Exception:
         pass
     pending = list(operations)
     for _attempt in range(2):  # a second round lets an object whose parent failed first now succeed
@@ -112,6 +115,9 @@ def apply_operations(
                 failed.append((op, str(exc)))
             except SQLAlchemyError as exc:
                 failed.append((op, f"the database refused {op.kind} on {op.table}: {_first_line(exc)}"))
+            except Exception as exc:  # e.g. a driver's OverflowError: set the object aside, do not wedge
+                log.exception("applying %s on %s %s failed", op.kind, op.table, list(op.pk))
+                failed.append((op, f"{op.kind} on {op.table} failed: {type(exc).__name__}: {exc}"))
         if len(failed) in (0, len(pending)):
             result.failed = failed
             break

@@ -74,7 +74,11 @@ def encode_value(value: Any) -> Json:
 
 def decode_value(value: Json) -> Any:
     """Wire JSON -> Python value. Raises ``InvalidEntryError`` for anything malformed."""
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise InvalidEntryError(f"integer {value} does not fit 64 bits (larger ones travel as $decimal)")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -105,17 +109,32 @@ _DECODERS = {
     "$bytes": bytes.fromhex,
     "$date": date.fromisoformat,
     "$datetime": datetime.fromisoformat,
-    "$decimal": lambda raw: Decimal(_str(raw)),
+    "$decimal": lambda raw: _decimal(_str(raw)),
     "$uuid": lambda raw: uuid.UUID(_str(raw)),
     "$json": _decode_json,
     "$float": _decode_float,
 }
 
 
+MAX_DECIMAL_EXPONENT = 1_000
+
+
+def _decimal(raw: str) -> Decimal:
+    """A finite decimal of sane size: '1e999999999' would become a gigabyte of digits in a TEXT column."""
+    value = Decimal(raw)
+    if value.is_finite() and abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
+        raise ValueError(f"exponent beyond +-{MAX_DECIMAL_EXPONENT}")
+    return value
+
+
 def _str(raw: Any) -> str:
     if not isinstance(raw, str):
         raise TypeError("expected a string")
     return raw
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f'{name} is not JSON: a non-finite number must travel tagged, as {{"$float": ...}}')
 
 
 class Serializer(Protocol):
@@ -137,7 +156,7 @@ class JsonSerializer:
         return dumps(payload)
 
     def loads(self, text: str) -> Mapping[str, Any]:
-        loaded = json.loads(text)
+        loaded = json.loads(text, parse_constant=_refuse_constant)
         if not isinstance(loaded, dict):
             raise InvalidEntryError("an entry payload must be a JSON object")
         return loaded

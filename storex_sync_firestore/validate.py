@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .capture.base import TableInfo
-from .codec import decode_value
+from .codec import decode_value, dumps
 from .errors import InvalidEntryError
 from .models import Json, LogEntry
 
@@ -43,3 +43,7 @@ def validate_entry(entry: LogEntry, tables: Mapping[str, TableInfo]) -> None:
         raise InvalidEntryError(f"columns {unknown} are not synced columns of {entry.table}")
     for value in entry.value.values():
         decode_value(value)
+    try:  # what the client log will store: a custom serializer may have let NaN into a $json value
+        dumps([list(entry.pk), entry.value])
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidEntryError(f"the entry cannot be stored as JSON: {exc}") from exc

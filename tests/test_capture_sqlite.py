@@ -215,3 +215,13 @@ def test_remote_changes_are_applied_silently(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM _sync_capture").fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM _sync_log WHERE shared_on = 0").fetchone() == (0,)
     assert do_sync(dbs[1], log).sent == 0  # never re-uploaded
+
+
+def test_reals_cross_the_log_exactly(make_devices: Any) -> None:
+    a, b = make_devices(2, schema="CREATE TABLE m (id TEXT PRIMARY KEY, v REAL);", tables=["m"])
+    values = [0.1 + 0.2, 1 / 3, 9007199254740993.0, 1e-300, -2.5, 5e-324]
+    for i, v in enumerate(values):
+        a.sql("INSERT INTO m VALUES (?, ?)", f"k{i}", v)
+    a.sync()
+    b.sync()
+    assert [v for _k, v in b.rows("m")] == values  # SQLite's own JSON keeps only 15 digits

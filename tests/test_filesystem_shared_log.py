@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +84,22 @@ def test_ids_cannot_escape_the_folder(tmp_path: Path) -> None:
     a = log.create_device_id(user_id="../evil")
     assert log.get_device_info(user_id="../evil", device_id=a) is not None
     assert not (tmp_path / "evil").exists()
+
+
+def test_malformed_batch_files_are_set_aside(make_devices: Any, tmp_path: Path) -> None:
+    """A batch file this package did not write is set aside; later batches and local changes still flow."""
+    log = FilesystemSharedLog(tmp_path / "log")
+    a, b = make_devices(2, log=log)
+    batches = tmp_path / "log" / "alice" / "batches"
+    (batches / f"{1:012d}_{a.device_id}_0_0_1.json").write_text(
+        json.dumps(
+            {"device_id": a.device_id, "shared_at": "2024-01-01T00:00:00+00:00", "hlc": ["x"], "data": [1]}
+        )
+    )
+    (batches / f"{2:012d}_{a.device_id}_1_1_1.json").write_text("{ not json")
+    a.sql("INSERT INTO notes VALUES ('later', 't', NULL, 1)")
+    a.sync()
+    b.sql("INSERT INTO notes VALUES ('local', 't', NULL, 2)")
+    summary = b.sync()
+    assert summary.set_aside == 2 and summary.sent == 1
+    assert [r[0] for r in b.rows("notes")] == ["later", "local"]

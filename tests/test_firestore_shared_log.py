@@ -113,3 +113,24 @@ def test_a_firebase_admin_client_works(firestore_project: str) -> None:
     a, b = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
     log.write_entries(make_entries(a, 1, 2), user_id=USER, device_id=a)
     assert keys(drain(log, b, user_id=USER)) == [(a, 1), (a, 2)]
+
+
+def test_paging_a_backlog_keeps_the_marker_small(firestore_client: Any) -> None:
+    """Settled batches leave the seen list as pages go by: a backlog of thousands of documents must not
+    grow the device document towards Firestore's 1 MiB limit (found in review)."""
+    log = FirestoreSharedLog(firestore_client, settle_time=timedelta(0), page_docs=4)
+    a, reader = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
+    for i in range(40):
+        log.write_entries(make_entries(a, 1000 + i, 1), user_id=USER, device_id=a)
+    time.sleep(0.5)  # everything is older than the (zero) settle time
+    got, seen_sizes = [], []
+    for _ in range(100):
+        update = log.get_unsynced_entries(user_id=USER, device_id=reader, batch_size=1000)
+        got += update.entries
+        log.mark_as_seen(update, user_id=USER, device_id=reader)
+        device = firestore_client.document(*layout.device_path(log.root, USER, reader)).get().to_dict()
+        seen_sizes.append(len(device[layout.F_MARKER_SEEN]))
+        if not update.has_more:
+            break
+    assert len(got) == 40 and len(set(keys(got))) == 40
+    assert max(seen_sizes) <= 4, seen_sizes

@@ -226,6 +226,10 @@ def test_bad_entries_are_set_aside_and_the_rest_applied(
         '{"op": "create", "table": "notes", "pk": [NaN], "value": {}}',
         '{"op": "create", "table": "notes", "pk": ["x"], "value": {"rank": Infinity}}',
         "[" * 100_000 + "]" * 100_000,
+        '{"op": "create", "table": "notes", "pk": ["x"], "value": {"body": {"$json": [NaN]}}}',
+        {"op": "create", "table": "notes", "pk": ["x"], "value": {"rank": 10**23}},
+        {"op": "create", "table": "notes", "pk": [10**30], "value": {}},
+        {"op": "create", "table": "notes", "pk": ["x"], "value": {"body": {"$decimal": "1e999999999"}}},
     ]
     foreign(memory_log, [hostile[0], good, *hostile[1:]])
     summary = b.sync()

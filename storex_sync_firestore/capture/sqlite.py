@@ -81,7 +81,8 @@ def value_sql(ref: str, kind: ValueKind) -> str:
     """SQL giving the wire encoding of the value ``ref`` (e.g. ``NEW."price"``) of a column of ``kind``."""
     whens = [f"WHEN 'blob' THEN json_object('$bytes', lower(hex({ref})))"]
     whens.append(
-        f"WHEN 'real' THEN CASE WHEN abs({ref}) <= 1.7976931348623157e308 THEN {ref} "
+        # 17 significant digits: SQLite's own JSON writes 15 and would round 0.1 + 0.2 to 0.3.
+        f"WHEN 'real' THEN CASE WHEN abs({ref}) <= 1.7976931348623157e308 THEN json(printf('%!.17g', {ref})) "
         f"ELSE json_object('$float', CASE WHEN {ref} > 0 THEN 'inf' ELSE '-inf' END) END"
     )
     tag = {"date": "$date", "datetime": "$datetime", "decimal": "$decimal", "uuid": "$uuid"}.get(kind)

@@ -66,9 +66,24 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 def _read_json(path: Path) -> dict[str, object] | None:
     try:
-        return dict(json.loads(path.read_bytes()))
+        loaded = json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
+    except (ValueError, RecursionError):
+        return {"malformed": True}
+    return loaded if isinstance(loaded, dict) else {"malformed": True}
+
+
+def _entries(body: dict[str, object], path: Path) -> list[SharedEntry]:
+    """A batch file's entries. A malformed file (not written by this package) becomes one entry without a
+    valid clock, carrying the file's name, which sync sets aside: it must not stop every later batch."""
+    hlcs, data, device = body.get("hlc"), body.get("data"), body.get("device_id")
+    if not isinstance(hlcs, list) or not isinstance(data, list) or len(hlcs) != len(data):
+        return [SharedEntry(str(device or "unknown"), 0, f"malformed batch file {path.name}")]
+    return [
+        SharedEntry(str(device), h if type(h) is int else 0, d if isinstance(d, str) else repr(d))
+        for h, d in zip(hlcs, data, strict=True)
+    ]
 
 
 def _time(value: object) -> datetime | None:
@@ -194,11 +209,12 @@ class FilesystemSharedLog(SharedSyncLog):
                 has_more = True  # a gap: a concurrent commit not listed yet; never skip past it
                 break
             body: dict[str, object] | None = None
+            path = user_dir / "batches" / f"{seq:012d}_{rest}.json"
             if not f"_{rest}".startswith(own):  # our own batches are skipped unread
-                body = _read_json(user_dir / "batches" / f"{seq:012d}_{rest}.json")
+                body = _read_json(path)
                 read += 1
             if body is not None and not _before(body, shared_until):
-                data = [SharedEntry(str(body["device_id"]), int(str(h)), str(d)) for h, d in _pairs(body)]
+                data = _entries(body, path)
                 if batch_size is not None and entries and len(entries) + len(data) > batch_size:
                     has_more = True
                     break
@@ -226,16 +242,14 @@ class FilesystemSharedLog(SharedSyncLog):
         return int(str(data.get("seq", 0)))
 
 
-def _pairs(body: dict[str, object]) -> Iterator[tuple[object, object]]:
-    hlcs, data = body["hlc"], body["data"]
-    if not isinstance(hlcs, list) or not isinstance(data, list):
-        raise ValueError("a batch file must hold the lists 'hlc' and 'data'")
-    return zip(hlcs, data, strict=True)
-
-
 def _before(body: dict[str, object], shared_until: datetime | None) -> bool:
     """True for a batch shared at or before ``shared_until``: a late-registered device skips it."""
-    return shared_until is not None and datetime.fromisoformat(str(body["shared_at"])) <= shared_until
+    if shared_until is None:
+        return False
+    try:
+        return datetime.fromisoformat(str(body.get("shared_at"))) <= shared_until
+    except ValueError:
+        return False  # no readable time: deliver it, and let sync judge the entries
 
 
 __all__ = ["FilesystemSharedLog"]

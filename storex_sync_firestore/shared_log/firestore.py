@@ -111,6 +111,8 @@ class _Memo:
     device_update_time: datetime | None
     resume_at: Position | None = None
     """Where the next page of the same paging session starts (set when this page was cut)."""
+    horizon: datetime | None = None
+    """The session's settle horizon: its first query's read time minus the settle time."""
 
 
 class FirestoreSharedLog(SharedSyncLog):
@@ -147,7 +149,7 @@ class FirestoreSharedLog(SharedSyncLog):
         # Paging sessions: (user, device) -> (marker as last written, position to continue after). While a
         # device pages through a backlog, each page starts after the previous one instead of re-reading
         # every not-yet-settled batch from the settled position again (which made a backlog quadratic).
-        self._sessions: dict[tuple[str, str], tuple[Marker, Position]] = {}
+        self._sessions: dict[tuple[str, str], tuple[Marker, Position, datetime]] = {}
         self._sessions_lock = threading.Lock()
 
     # ---- plumbing ----
@@ -259,7 +261,9 @@ class FirestoreSharedLog(SharedSyncLog):
         marker = Marker.from_fields(snap.to_dict() or {})
         with self._sessions_lock:
             session = self._sessions.get((user_id, device_id))
-        resume = session[1] if session is not None and session[0] == marker else None
+        resume, horizon = (
+            (session[1], session[2]) if session is not None and session[0] == marker else (None, None)
+        )
         # A full query passes the seen batches again, so its page must be longer by that many.
         limit = self.page_docs + (len(marker.seen) if resume is None else 0)
         query = self._unseen_query(user_id, marker if resume is None else Marker(resume)).limit(limit)
@@ -290,16 +294,20 @@ class FirestoreSharedLog(SharedSyncLog):
             if data is not None and data.get(layout.F_DEVICE_ID, "") != device_id:
                 entries.extend(layout.unpack(data.get(layout.F_DEVICE_ID, ""), data))
         consumed = [pos for pos, _data in docs]
-        if resume is not None:  # mid-session: nothing settles, the page joins the seen tail
-            new = Marker(marker.pos, tuple(sorted(set(marker.seen) | set(consumed), key=Position.key)))
+        if resume is not None and horizon is not None:
+            # Mid-session: the pages so far and this one cover everything after pos without gaps, so the
+            # seen tail plus this page settle together, judged by the session's *first* read time: a batch
+            # that was invisible to any page of the session has a sharedOn after that horizon.
+            new = advance(Marker(marker.pos), sorted(set(marker.seen) | set(consumed), key=Position.key),
+                          cut=cut, horizon=horizon)  # fmt: skip
             if new == marker:  # nothing new: end the session here (mark_as_seen will not be writing)
-                with self._sessions_lock:
-                    self._sessions.pop((user_id, device_id), None)
+                self._end_session(user_id, device_id)
         elif docs:
-            new = advance(marker, consumed, cut=cut, horizon=read_at[0] - self.settle_time)
+            horizon = read_at[0] - self.settle_time
+            new = advance(marker, consumed, cut=cut, horizon=horizon)
         else:
             new = marker
-        memo = _Memo(marker, new, snap.update_time, consumed[-1] if cut and consumed else None)
+        memo = _Memo(marker, new, snap.update_time, consumed[-1] if cut and consumed else None, horizon)
         # A session that resumed ends with one full query from the settled position: it picks up batches
         # that became visible behind the pages already read, in this sync rather than the next.
         more = cut or resume is not None
@@ -337,15 +345,24 @@ class FirestoreSharedLog(SharedSyncLog):
                 ) from exc
             return True
 
-        if not self._call(f"moving the read marker of device {device_id!r}", update_marker):
+        try:
+            moved = self._call(f"moving the read marker of device {device_id!r}", update_marker)
+        except BaseException:
+            self._end_session(user_id, device_id)
+            raise
+        if not moved or memo.resume_at is None or memo.horizon is None:
+            self._end_session(user_id, device_id)  # the backlog is read (or the marker moved elsewhere)
+        else:
+            with self._sessions_lock:
+                self._sessions[(user_id, device_id)] = (memo.new, memo.resume_at, memo.horizon)
+        if not moved:
             return WriteResult(0)
         self.stats.add(documents_written=1, commits=1)
-        with self._sessions_lock:
-            if memo.resume_at is None:
-                self._sessions.pop((user_id, device_id), None)  # the backlog is read: next time, start over
-            else:
-                self._sessions[(user_id, device_id)] = (memo.new, memo.resume_at)
         return WriteResult(1)
+
+    def _end_session(self, user_id: str, device_id: str) -> None:
+        with self._sessions_lock:
+            self._sessions.pop((user_id, device_id), None)
 
     def with_options(self, **changes: Any) -> FirestoreSharedLog:
         """A copy with other options (same client), e.g. ``log.with_options(retry=None)`` in tests."""
