@@ -231,11 +231,16 @@ def insert_received(conn: Connection, entries: Sequence[LogEntry], now_ms: int) 
 
 
 def load_histories(conn: Connection, max_objects: int) -> list[ObjectHistory]:
-    """Up to ``max_objects`` objects with entries to integrate, each with its whole retained history."""
+    """Up to ``max_objects`` objects with entries to integrate, each with its whole retained history.
+
+    Objects come in the order their entries arrived, which is the order they were made: a parent row
+    created before its children is applied in the same or an earlier pass, so foreign keys hold.
+    """
     rows = conn.execute(
         text(
             f"SELECT {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))} FROM {LOG_TABLE} l "
-            f"JOIN (SELECT DISTINCT tbl, pk FROM {LOG_TABLE} WHERE needs_integration = 1 LIMIT :n) o "
+            f"JOIN (SELECT DISTINCT tbl, pk FROM (SELECT tbl, pk FROM {LOG_TABLE} "
+            "WHERE needs_integration = 1 ORDER BY seq LIMIT :n) AS pending) o "
             "ON l.tbl = o.tbl AND l.pk = o.pk"
         ),
         {"n": max_objects},

@@ -14,9 +14,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
 
+from . import client_log, quarantine
 from .capture import CaptureDialect, TableInfo, capture_for
 from .capture.base import STATE_TABLE, TABLES_TABLE
-from .clock import HybridLogicalClock
+from .clock import HybridLogicalClock, wall_clock_ms
 from .errors import ConfigurationError
 
 
@@ -37,6 +38,8 @@ class SyncedDatabase:
     def enable_sync(self, tables: Sequence[str]) -> list[TableInfo]:
         """Install capture on ``tables``. Idempotent; rows already present are logged as creates once.
 
+        Entries set aside earlier because a table or column was not synced here are tried again.
+
         Raises ``UnsuitableTableError`` (and changes nothing) if any table cannot be synced, for example
         because its key is an auto-incremented integer.
         """
@@ -53,6 +56,10 @@ class SyncedDatabase:
                     text(f"INSERT INTO {TABLES_TABLE} (name, info) VALUES (:n, :i)"),
                     {"n": info.name, "i": json.dumps(info.as_json())},
                 )
+            # Entries set aside because this database lacked a table or column may fit now: back they go.
+            ids, entries = quarantine.replayable(conn, self._load_tables(conn))
+            client_log.insert_received(conn, entries, wall_clock_ms())
+            quarantine.forget(conn, ids)
         self._tables = None
         return infos
 

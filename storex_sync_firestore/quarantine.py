@@ -7,13 +7,15 @@ cannot take, or carry a clock far in the future; outgoing ones when they are too
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Connection, text
 
-from .capture.base import QUARANTINE_TABLE
-from .codec import dumps, entry_payload
+from .capture.base import QUARANTINE_TABLE, TableInfo
+from .codec import JsonSerializer, dumps, entry_from_payload, entry_payload
+from .errors import InvalidEntryError
 from .models import LogEntry, SharedEntry
+from .validate import validate_entry
 
 
 def quarantine(
@@ -23,14 +25,18 @@ def quarantine(
     *,
     direction: str = "incoming",
     now_ms: int,
-    raw: Sequence[str | None] | None = None,
+    replayable: bool = False,
 ) -> None:
-    """Set entries aside with the reason: kept for inspection and replay, never applied half-way."""
+    """Set entries aside with the reason: kept for inspection and replay, never applied half-way.
+
+    ``replayable`` entries are tried again by :func:`requeue` when the synced tables change (the
+    database lacked a column, or refused a value, that a migration may now provide).
+    """
     conn.execute(
         text(
             f"INSERT INTO {QUARANTINE_TABLE} "
-            "(direction, device_id, hlc, tbl, pk, payload, reason, created_ms) "
-            "VALUES (:dir, :d, :h, :t, :k, :p, :r, :now)"
+            "(direction, device_id, hlc, tbl, pk, payload, reason, created_ms, replayable) "
+            "VALUES (:dir, :d, :h, :t, :k, :p, :r, :now, :again)"
         ),
         [
             {
@@ -39,21 +45,25 @@ def quarantine(
                 "h": e.hlc,
                 "t": e.table,
                 "k": dumps(list(e.pk)),
-                "p": (raw[i] if raw is not None else dumps(entry_payload(e))),
+                "p": dumps(entry_payload(e)),
                 "r": reason,
                 "now": now_ms,
+                "again": int(replayable),
             }
-            for i, e in enumerate(entries)
+            for e in entries
         ],
     )
 
 
-def quarantine_raw(conn: Connection, shared: SharedEntry, reason: str, now_ms: int) -> None:
-    """Set aside an entry that could not even be parsed, keeping its text as received."""
+def quarantine_raw(
+    conn: Connection, shared: SharedEntry, reason: str, now_ms: int, *, replayable: bool = False
+) -> None:
+    """Set aside an entry as it was received, keeping its text (it may not even parse)."""
     conn.execute(
         text(
-            f"INSERT INTO {QUARANTINE_TABLE} (direction, device_id, hlc, payload, reason, created_ms) "
-            "VALUES ('incoming', :d, :h, :p, :r, :now)"
+            f"INSERT INTO {QUARANTINE_TABLE} "
+            "(direction, device_id, hlc, payload, reason, created_ms, replayable) "
+            "VALUES ('incoming', :d, :h, :p, :r, :now, :again)"
         ),
         {
             "d": str(shared.device_id),
@@ -62,5 +72,37 @@ def quarantine_raw(conn: Connection, shared: SharedEntry, reason: str, now_ms: i
             "p": str(shared.data),
             "r": reason,
             "now": now_ms,
+            "again": int(replayable),
         },
     )
+
+
+def replayable(conn: Connection, tables: Mapping[str, TableInfo]) -> tuple[list[int], list[LogEntry]]:
+    """Set-aside incoming entries that the synced tables accept now: their ids and the entries.
+
+    Only default-serialized (JSON) payloads can be read back; others stay set aside.
+    """
+    rows = conn.execute(
+        text(
+            f"SELECT id, device_id, hlc, payload FROM {QUARANTINE_TABLE} "
+            "WHERE direction = 'incoming' AND replayable = 1 AND hlc IS NOT NULL"
+        )
+    ).all()
+    ids: list[int] = []
+    entries: list[LogEntry] = []
+    serializer = JsonSerializer()
+    for row_id, device_id, hlc, payload in rows:
+        try:
+            entry = entry_from_payload(serializer.loads(str(payload)), device_id=str(device_id), hlc=int(hlc))
+            validate_entry(entry, tables)
+        except (InvalidEntryError, ValueError, TypeError, RecursionError):
+            continue
+        ids.append(int(row_id))
+        entries.append(entry)
+    return ids, entries
+
+
+def forget(conn: Connection, ids: Sequence[int]) -> None:
+    """Drop set-aside rows once their entries are back in the client log."""
+    if ids:
+        conn.execute(text(f"DELETE FROM {QUARANTINE_TABLE} WHERE id = :i"), [{"i": i} for i in ids])

@@ -147,9 +147,16 @@ def _decode(
         if processed is None:
             raise InvalidEntryError("dropped by the post_receive hook")
         entry = processed
-    validate_entry(entry, run.db.synced_tables())
+    try:
+        validate_entry(entry, run.db.synced_tables())
+    except InvalidEntryError as exc:
+        raise _NotSyncedHereError(str(exc)) from exc
     run.clock.check(entry.hlc)
     return entry
+
+
+class _NotSyncedHereError(InvalidEntryError):
+    """Well formed, but not for this device's synced tables as they are now: replayed after a migration."""
 
 
 def _receive(
@@ -161,25 +168,26 @@ def _receive(
         )
         run.summary.documents_read += update.documents_read
         good: list[LogEntry] = []
-        bad: list[tuple[SharedEntry, str]] = []
+        bad: list[tuple[SharedEntry, InvalidEntryError | ClockDriftError]] = []
         for shared in update.entries:
             if shared.device_id == run.device_id:
                 continue  # our own entry: we have it already
             try:
                 good.append(_decode(run, shared, serializer, post_receive))
             except (InvalidEntryError, ClockDriftError) as exc:
-                bad.append((shared, str(exc)))
+                bad.append((shared, exc))
         now = run.now_ms()
         with run.db.transaction() as conn:
             run.db.load_clock(conn, run.clock)
             for entry in good:
                 run.clock.receive(entry.hlc)
             client_log.insert_received(conn, good, now)
-            for shared, reason in bad:
-                quarantine.quarantine_raw(conn, shared, reason, now)
+            for shared, error in bad:
+                again = isinstance(error, _NotSyncedHereError)
+                quarantine.quarantine_raw(conn, shared, str(error), now, replayable=again)
             run.db.save_clock(conn, run.clock)
-        for shared, reason in bad:
-            log.warning("set aside entry %s@%s from the shared log: %s", shared.device_id, shared.hlc, reason)
+        for shared, error in bad:
+            log.warning("set aside entry %s@%s from the shared log: %s", shared.device_id, shared.hlc, error)
         result = run.shared_log.mark_as_seen(update, user_id=run.user_id, device_id=run.device_id)
         run.summary.documents_written += result.documents_written
         run.summary.received += len(good)
@@ -355,6 +363,9 @@ def _settle(
             integrated.extend(new)
             continue
         log.warning("set aside %d entries for %s %s: %s", len(new), h.table, list(h.pk), reason)
-        quarantine.quarantine(conn, new, reason, now_ms=now)
+        # What the database refused may fit after a migration; a refused double create stays refused.
+        quarantine.quarantine(
+            conn, new, reason, now_ms=now, replayable=not reason.startswith("double create")
+        )
         client_log.remove(conn, new)
     return client_log.mark_integrated(conn, integrated)

@@ -364,3 +364,28 @@ def test_entries_with_broken_identity_are_set_aside(
     memory_log.write_entries(broken, user_id="alice", device_id=writer)  # type: ignore[arg-type]
     summary = b.sync()
     assert summary.set_aside == 3 and b.rows("notes") == []
+
+
+def test_entries_set_aside_for_a_missing_column_come_back_after_the_migration(
+    tmp_path: Any, memory_log: MemorySharedLog
+) -> None:
+    from .conftest import Device
+
+    new = Device(
+        tmp_path / "new.db",
+        memory_log,
+        "alice",
+        "CREATE TABLE t (id TEXT PRIMARY KEY, a TEXT, b TEXT);",
+        ["t"],
+    )
+    old = Device(
+        tmp_path / "old.db", memory_log, "alice", "CREATE TABLE t (id TEXT PRIMARY KEY, a TEXT);", ["t"]
+    )
+    new.sql("INSERT INTO t VALUES ('x', 'a1', 'b1')")
+    new.sync()
+    assert old.sync().set_aside == 1 and old.rows("t") == []
+    old.sql("ALTER TABLE t ADD COLUMN b TEXT")  # the old device migrates ...
+    old.db.enable_sync(["t"])  # ... and re-runs enable_sync (storex-sync init)
+    assert old.query("SELECT count(*) FROM _sync_quarantine") == [(0,)]
+    old.sync()
+    assert old.rows("t") == [("x", "a1", "b1")]

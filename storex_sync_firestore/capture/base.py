@@ -64,8 +64,7 @@ def sync_tables_ddl(*, serial: str, bigint: str, key_text: str) -> list[str]:
             UNIQUE (device_id, hlc)
         )""",
         f"CREATE INDEX IF NOT EXISTS {LOG_TABLE}_object ON {LOG_TABLE} (tbl, pk)",
-        f"CREATE INDEX IF NOT EXISTS {LOG_TABLE}_pending ON {LOG_TABLE} (needs_integration) "
-        "WHERE needs_integration = 1",
+        f"CREATE INDEX IF NOT EXISTS {LOG_TABLE}_pending ON {LOG_TABLE} (seq) WHERE needs_integration = 1",
         f"CREATE INDEX IF NOT EXISTS {LOG_TABLE}_unshared ON {LOG_TABLE} (hlc) WHERE shared_on = 0",
         f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (key TEXT PRIMARY KEY, value TEXT)",
         f"CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (name TEXT PRIMARY KEY, info TEXT NOT NULL)",
@@ -78,7 +77,8 @@ def sync_tables_ddl(*, serial: str, bigint: str, key_text: str) -> list[str]:
             pk TEXT,
             payload TEXT,
             reason TEXT NOT NULL,
-            created_ms {bigint} NOT NULL
+            created_ms {bigint} NOT NULL,
+            replayable INTEGER NOT NULL DEFAULT 0
         )""",
     ]
 
