@@ -66,3 +66,19 @@ class SharedSyncLog(Protocol):
         (a backend should write nothing when the marker does not move).
         """
         ...
+
+
+def unpack_entries(device_id: object, hlcs: object, data: object, *, source: str) -> list[SharedEntry]:
+    """Entries stored as two parallel lists, clocks and payloads (how the Firestore and folder logs keep
+    a batch), written once for both.
+
+    Something malformed (not written by this package) is not an error here: it comes back as one entry
+    without a valid clock, holding ``source`` (what it was), which sync sets aside. One bad document must
+    not stop every later batch from being read.
+    """
+    if not isinstance(hlcs, list) or not isinstance(data, list) or len(hlcs) != len(data):
+        return [SharedEntry(str(device_id), 0, source)]
+    return [
+        SharedEntry(str(device_id), h if type(h) is int else 0, d if isinstance(d, str) else repr(d))
+        for h, d in zip(hlcs, data, strict=True)
+    ]

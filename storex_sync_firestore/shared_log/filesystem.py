@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 from ..errors import ConfigurationError, UnknownDeviceError
 from ..models import DeviceInfo, SharedEntry, UnsyncedUpdate, WriteResult
-from .base import SharedSyncLog
+from .base import SharedSyncLog, unpack_entries
 
 _BATCH = re.compile(r"^(\d{12})_(.+)\.json$")
 _U64 = 0xFFFFFFFFFFFFFFFF
@@ -75,15 +75,11 @@ def _read_json(path: Path) -> dict[str, object] | None:
 
 
 def _entries(body: dict[str, object], path: Path) -> list[SharedEntry]:
-    """A batch file's entries. A malformed file (not written by this package) becomes one entry without a
-    valid clock, carrying the file's name, which sync sets aside: it must not stop every later batch."""
-    hlcs, data, device = body.get("hlc"), body.get("data"), body.get("device_id")
-    if not isinstance(hlcs, list) or not isinstance(data, list) or len(hlcs) != len(data):
-        return [SharedEntry(str(device or "unknown"), 0, f"malformed batch file {path.name}")]
-    return [
-        SharedEntry(str(device), h if type(h) is int else 0, d if isinstance(d, str) else repr(d))
-        for h, d in zip(hlcs, data, strict=True)
-    ]
+    """A batch file's entries (a malformed file comes back to be set aside, naming the file)."""
+    device = body.get("device_id") or "unknown"
+    return unpack_entries(
+        device, body.get("hlc"), body.get("data"), source=f"malformed batch file {path.name}"
+    )
 
 
 def _time(value: object) -> datetime | None:

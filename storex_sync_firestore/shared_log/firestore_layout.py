@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from ..errors import EntryTooLargeError, PermanentSharedLogError
 from ..models import SharedEntry
+from .base import unpack_entries
 
 DEFAULT_ROOT = "storexSync"
 DEVICES = "devices"
@@ -233,19 +234,8 @@ def check_commit_size(batches: Sequence[PackedBatch]) -> None:
 
 
 def unpack(device_id: str, fields: dict[str, Any]) -> list[SharedEntry]:
-    """Entries of a batch document, in upload order.
-
-    A malformed document (not written by this package) is not an error here: it comes back as one entry
-    without a valid clock, holding the document's text, which sync sets aside. One bad document must not
-    stop every later batch from being read.
-    """
-    hlcs, data = fields.get(F_HLCS), fields.get(F_DATA)
-    if not isinstance(hlcs, list) or not isinstance(data, list) or len(hlcs) != len(data):
-        return [SharedEntry(str(device_id), 0, repr(fields)[:10_000])]
-    return [
-        SharedEntry(str(device_id), h if type(h) is int else 0, d if isinstance(d, str) else repr(d))
-        for h, d in zip(hlcs, data, strict=True)
-    ]
+    """Entries of a batch document, in upload order (a malformed one comes back to be set aside)."""
+    return unpack_entries(device_id, fields.get(F_HLCS), fields.get(F_DATA), source=repr(fields)[:10_000])
 
 
 # ---- Queries, declared as data so tests can check them against firestore.indexes.json ----
