@@ -9,6 +9,7 @@ so a duplicate delivery changes nothing. ``sqlite3 app.db 'select * from _sync_l
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -81,7 +82,10 @@ def stamp_pending(
         _many(
             conn,
             f"INSERT INTO {LOG_TABLE} (device_id, hlc, tbl, pk, op, value) VALUES (?, ?, ?, ?, ?, ?)",
-            [(device_id, clock.stamp(c.wall_ms), c.table, c.pk, c.op, c.value) for c in captured],
+            [
+                (device_id, hlc, c.table, c.pk, c.op, c.value)
+                for c, hlc in zip(captured, clock.stamp_many([c.wall_ms for c in captured]), strict=True)
+            ],
         )
         dialect.forget_captured(conn, seqs)
         moved += len(captured)
@@ -97,6 +101,8 @@ class PlannedUpload:
     entries: list[SharedEntry] = field(default_factory=list)
     withheld: int = 0
     set_aside: int = 0
+    clocks: tuple[int, int] | None = None
+    """First and last clock of the log rows planned into this batch (None: no row was planned)."""
 
 
 def plan_upload(
@@ -132,7 +138,9 @@ def plan_upload(
             {"b": planned},
         ).all()
         prepared = (_entry(r) if pre_send is None else pre_send(_entry(r)) for r in rows)
-        return PlannedUpload(str(planned), [_shared(e, serializer) for e in prepared if e is not None])
+        entries = [_shared(e, serializer) for e in prepared if e is not None]
+        clocks = (int(rows[0][2]), int(rows[-1][2])) if rows else None
+        return PlannedUpload(str(planned), entries, clocks=clocks)
     limit = "" if max_entries is None else f" LIMIT {int(max_entries)}"
     rows = conn.execute(
         text(
@@ -143,7 +151,6 @@ def plan_upload(
     if not rows:
         return None
     batch = PlannedUpload(batch_id=str(rows[0][2]))
-    chosen: list[int] = []
     withheld: list[int] = []
     total = 0
     plain = pre_send is None and type(serializer) is JsonSerializer
@@ -174,9 +181,9 @@ def plan_upload(
             break
         total += size
         batch.entries.append(shared)
-        chosen.append(int(row[0]))
+        batch.clocks = (batch.clocks[0] if batch.clocks else int(row[2]), int(row[2]))
     _many(conn, f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = ?", [(s,) for s in withheld])
-    if chosen:
+    if batch.clocks is not None:
         # One range update: every unshared, unplanned entry in the clock range was read above and is
         # either chosen or (just) withheld, and only the sync itself writes to the log.
         conn.execute(
@@ -184,7 +191,7 @@ def plan_upload(
                 f"UPDATE {LOG_TABLE} SET upload_batch = :b "
                 "WHERE shared_on = 0 AND upload_batch IS NULL AND hlc BETWEEN :first AND :last"
             ),
-            {"b": batch.batch_id, "first": batch.entries[0].hlc, "last": batch.entries[-1].hlc},
+            {"b": batch.batch_id, "first": batch.clocks[0], "last": batch.clocks[1]},
         )
     return batch
 
@@ -198,15 +205,27 @@ def _shared_row(row: Sequence[Any]) -> SharedEntry:
     payload ``JsonSerializer`` writes (keys in the same order), for the common case of no hooks."""
     _seq, device_id, hlc, tbl, pk, op, value, _pending = row
     tail = "}" if value is None else f',"value":{value}}}'
-    return SharedEntry(str(device_id), int(hlc), f'{{"op":"{op}","table":{dumps(tbl)},"pk":{pk}{tail}')
+    return SharedEntry(str(device_id), int(hlc), f'{{"op":"{op}","table":{_json_name(tbl)},"pk":{pk}{tail}')
 
 
-def mark_shared(conn: Connection, batch_id: str, now_ms: int) -> None:
-    """Record that the shared log durably holds the planned batch ``batch_id``."""
-    conn.execute(
-        text(f"UPDATE {LOG_TABLE} SET shared_on = :now WHERE upload_batch = :b AND shared_on = 0"),
-        {"now": now_ms, "b": batch_id},
-    )
+@functools.lru_cache(maxsize=256)
+def _json_name(name: str) -> str:
+    return dumps(name)
+
+
+def mark_shared(conn: Connection, batch: PlannedUpload, now_ms: int) -> None:
+    """Record that the shared log durably holds the planned ``batch``.
+
+    The batch's clock range bounds the update, so it touches the batch's rows, not every unshared one.
+    """
+    if batch.clocks is not None:
+        conn.execute(
+            text(
+                f"UPDATE {LOG_TABLE} SET shared_on = :now "
+                "WHERE shared_on = 0 AND hlc BETWEEN :first AND :last AND upload_batch = :b"
+            ),
+            {"now": now_ms, "b": batch.batch_id, "first": batch.clocks[0], "last": batch.clocks[1]},
+        )
 
 
 def insert_received(conn: Connection, entries: Sequence[LogEntry], now_ms: int) -> None:
@@ -311,9 +330,8 @@ def prune(conn: Connection, after_seq: int) -> int:
     """
     candidates = conn.execute(
         text(
-            f"SELECT tbl, pk FROM {LOG_TABLE} WHERE (tbl, pk) IN "
-            f"(SELECT tbl, pk FROM {LOG_TABLE} WHERE seq > :after) "
-            "GROUP BY tbl, pk HAVING count(*) > 1"
+            f"SELECT DISTINCT r.tbl, r.pk FROM {LOG_TABLE} r WHERE r.seq > :after AND EXISTS "
+            f"(SELECT 1 FROM {LOG_TABLE} o WHERE o.tbl = r.tbl AND o.pk = r.pk AND o.seq <> r.seq)"
         ),
         {"after": after_seq},
     ).all()

@@ -9,7 +9,7 @@ when the wall clock stands still or steps back, the counter moves on instead.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .errors import ClockDriftError
 
@@ -56,6 +56,16 @@ class HybridLogicalClock:
         wall = now if wall_ms is None else min(wall_ms, now)
         self.last = max(self.last + 1, wall << COUNTER_BITS)
         return self.last
+
+    def stamp_many(self, walls: Sequence[int | None]) -> list[int]:
+        """:meth:`stamp` for a run of changes in capture order, reading the wall clock once."""
+        now = self.now_ms()
+        last, stamps = self.last, []
+        for wall_ms in walls:
+            last = max(last + 1, (now if wall_ms is None else min(wall_ms, now)) << COUNTER_BITS)
+            stamps.append(last)
+        self.last = last
+        return stamps
 
     def check(self, hlc: int) -> None:
         """Raise ``ClockDriftError`` if ``hlc`` lies implausibly far in the future."""

@@ -238,7 +238,7 @@ def _share(
     def settle(batch: client_log.PlannedUpload, result: WriteResult) -> bool:
         """Mark the batch shared now that the log has it; say whether to go on."""
         with run.db.transaction() as conn:
-            client_log.mark_shared(conn, batch.batch_id, run.now_ms())
+            client_log.mark_shared(conn, batch, run.now_ms())
         run.summary.documents_written += result.documents_written
         run.summary.sent += len(batch.entries)
         run.report("share", len(batch.entries))

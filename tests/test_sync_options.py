@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
+
 from storex_sync_firestore import (
     HybridLogicalClock,
     JsonSerializer,
@@ -389,3 +391,17 @@ def test_entries_set_aside_for_a_missing_column_come_back_after_the_migration(
     assert old.query("SELECT count(*) FROM _sync_quarantine") == [(0,)]
     old.sync()
     assert old.rows("t") == [("x", "a1", "b1")]
+
+
+def test_a_planned_batch_that_pre_send_now_drops_does_not_loop(
+    make_devices: DeviceFactory, memory_log: MemorySharedLog, mocker: Any
+) -> None:
+    (a,) = make_devices(1)
+    a.sql("INSERT INTO notes VALUES ('n', 't', NULL, 1)")
+    mocker.patch.object(MemorySharedLog, "write_entries", side_effect=RuntimeError("network down"))
+    with pytest.raises(RuntimeError):
+        a.sync()
+    mocker.stopall()
+    summary = a.sync(pre_send=lambda entry: None)  # the batch planned before the crash is resumed
+    assert summary.sent == 0
+    assert a.query("SELECT count(*) FROM _sync_log WHERE shared_on = 0") == [(0,)]
