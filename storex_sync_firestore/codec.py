@@ -38,9 +38,6 @@ class JsonScalar:
     value: str | int | float | bool | None
 
 
-TAGS = frozenset({"$bytes", "$date", "$datetime", "$decimal", "$uuid", "$json", "$float"})
-
-
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 

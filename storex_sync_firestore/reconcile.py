@@ -18,7 +18,7 @@ of the row in place (no cascade), and a double create merges column by column (o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -152,19 +152,3 @@ class LastWriteWins:
 
 reconcile_sync_log: Reconciler = LastWriteWins()
 """The default reconciler instance (merging double creates)."""
-
-
-def final_rows(entries: Iterable[LogEntry]) -> dict[tuple[str, str], Mapping[str, Json]]:
-    """The model: every existing object's values after all ``entries``, keyed by (table, pk JSON).
-
-    Used by tests to compare a synced database with what last-write-wins says it must hold.
-    """
-    by_object: dict[tuple[str, str], list[LogEntry]] = {}
-    for e in entries:
-        by_object.setdefault((e.table, dumps(list(e.pk))), []).append(e)
-    result: dict[tuple[str, str], Mapping[str, Json]] = {}
-    for key, group in by_object.items():
-        state = fold(group)
-        if state.exists:
-            result[key] = state.values()
-    return result

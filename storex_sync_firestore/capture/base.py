@@ -111,9 +111,6 @@ class TableInfo:
         object.__setattr__(self, "value_columns", tuple(c for c in self.columns if c.name not in self.pk))
         object.__setattr__(self, "pk_columns", tuple(by_name[name] for name in self.pk))
 
-    def column(self, name: str) -> ColumnInfo | None:
-        return next((c for c in self.columns if c.name == name), None)
-
     def as_json(self) -> dict[str, Any]:
         return {
             "columns": [[c.name, c.type, c.kind, c.nullable] for c in self.columns],

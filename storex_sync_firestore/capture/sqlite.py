@@ -232,7 +232,8 @@ class SQLiteCapture(CaptureDialect):
         without_rowid = conn.exec_driver_sql(
             "SELECT sql LIKE '%WITHOUT ROWID%' FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
         ).scalar()
-        if len(pk) == 1 and columns_by_name(columns)[pk[0]].type.upper() == "INTEGER" and not without_rowid:
+        key_type = next(c.type for c in columns if c.name == pk[0])
+        if len(pk) == 1 and key_type.upper() == "INTEGER" and not without_rowid:
             raise UnsuitableTableError(
                 f"table {name!r} has an auto-incremented integer primary key ({pk[0]!r}): two devices would "
                 "both number their new rows 1, 2, 3 ... and overwrite each other's rows when they sync",
@@ -337,10 +338,6 @@ class SQLiteCapture(CaptureDialect):
         if isinstance(value, JsonScalar):
             return json.dumps(value.value, separators=(",", ":"), ensure_ascii=False)
         return value
-
-
-def columns_by_name(columns: Sequence[ColumnInfo]) -> dict[str, ColumnInfo]:
-    return {c.name: c for c in columns}
 
 
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -103,10 +103,6 @@ class PostgresServer:
         self.root: Path | None = None
         self._count = 0
 
-    @property
-    def admin_url(self) -> str:
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/postgres"
-
     def url(self, database: str) -> str:
         """SQLAlchemy URL of ``database`` on this server."""
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
