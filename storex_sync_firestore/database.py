@@ -78,11 +78,17 @@ class SyncedDatabase:
 
         return inspect(self.engine).has_table(STATE_TABLE)
 
-    def synced_tables(self) -> dict[str, TableInfo]:
-        """The synced tables by name, as reflected when sync was enabled (cached)."""
+    def synced_tables(self, conn: Connection | None = None) -> dict[str, TableInfo]:
+        """The synced tables by name, as reflected when sync was enabled (cached).
+
+        Inside a transaction, pass its ``conn``: a second connection could wait on the first's lock.
+        """
         if self._tables is None:
-            with self.transaction(write=False) as conn:
+            if conn is not None:
                 self._tables = self._load_tables(conn)
+            else:
+                with self.transaction(write=False) as own:
+                    self._tables = self._load_tables(own)
         return self._tables
 
     @staticmethod

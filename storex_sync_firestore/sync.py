@@ -12,7 +12,7 @@ Durability rule: nothing is marked shared, seen or integrated before the other s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 
 from . import client_log, quarantine
 from .apply import ApplyResult, apply_operations
+from .capture.base import TableInfo
 from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, check_identity, dumps, entry_from_payload
 from .database import SyncedDatabase
@@ -110,7 +111,7 @@ def do_sync(
             db.load_clock(conn, clock or HybridLogicalClock()),
             SyncSummary(), events or SyncEvents(), single_batch, continue_sync, now_ms, progress,
         )  # fmt: skip
-        client_log.stamp_pending(conn, db.dialect, db.synced_tables(), run.clock, device_id)
+        client_log.stamp_pending(conn, db.dialect, db.synced_tables(conn), run.clock, device_id)
         db.save_clock(conn, run.clock)
     serializer = serializer or JsonSerializer()
     if "receive" in stages:
@@ -304,7 +305,7 @@ def _reconcile_pass(
         histories = client_log.load_histories(conn, max_objects)
         if not histories:
             return None
-        tables = db.synced_tables()
+        tables = db.synced_tables(conn)
         for table, pks in _by_table(histories).items():
             db.dialect.lock_rows(conn, tables[table], pks)
         # Changes the application committed before the locks are now captured: stamp them and read
@@ -320,17 +321,20 @@ def _reconcile_pass(
         db.dialect.silence(conn)
         result = apply_operations(conn, db.dialect, tables, operations)
         db.dialect.unsilence(conn)
-        if _written_meanwhile(conn, run, histories):
+        if _written_meanwhile(conn, run, tables, histories):
             raise _RaceError  # rolls back the whole pass, apply included
-        reasons = {(c.table, dumps(list(c.pk))): c.reason for c in reconciliation.conflicts}
-        reasons.update({(op.table, dumps(list(op.pk))): why for op, why in result.failed})
+        # A refused double create stays refused; what the database refused may fit after a migration.
+        reasons = {(c.table, dumps(list(c.pk))): (c.reason, False) for c in reconciliation.conflicts}
+        reasons.update({(op.table, dumps(list(op.pk))): (why, True) for op, why in result.failed})
         integrated = _settle(conn, histories, reasons, run.now_ms())
         db.save_clock(conn, run.clock)
     set_aside = sum(1 for h in histories if h.object_key in reasons for e in h.entries if e.needs_integration)
     return list(histories), operations, result, integrated, set_aside
 
 
-def _written_meanwhile(conn: Connection, run: _Run, histories: Sequence[ObjectHistory]) -> bool:
+def _written_meanwhile(
+    conn: Connection, run: _Run, tables: Mapping[str, TableInfo], histories: Sequence[ObjectHistory]
+) -> bool:
     """Did the application write one of these rows while the pass applied?
 
     Row locks cannot cover a row another transaction is inserting right now: on a server database the
@@ -338,7 +342,7 @@ def _written_meanwhile(conn: Connection, run: _Run, histories: Sequence[ObjectHi
     stamping again shows it. (On SQLite, the only writer, this finds nothing.)
     """
     before = client_log.last_seq(conn)
-    if not client_log.stamp_pending(conn, run.db.dialect, run.db.synced_tables(), run.clock, run.device_id):
+    if not client_log.stamp_pending(conn, run.db.dialect, tables, run.clock, run.device_id):
         return False
     ours = {h.object_key for h in histories}
     return any(key in ours for key in client_log.objects_after(conn, before))
@@ -352,20 +356,24 @@ def _by_table(histories: Sequence[ObjectHistory]) -> dict[str, list[tuple[object
 
 
 def _settle(
-    conn: Connection, histories: Sequence[ObjectHistory], reasons: dict[tuple[str, str], str], now: int
+    conn: Connection,
+    histories: Sequence[ObjectHistory],
+    reasons: dict[tuple[str, str], tuple[str, bool]],
+    now: int,
 ) -> int:
-    """Mark applied entries integrated; set aside the new entries of objects that could not be applied."""
+    """Mark applied entries integrated; set aside the new entries of objects that could not be applied.
+
+    ``reasons`` maps an object to why it was refused and whether replaying it later may succeed.
+    """
     integrated: list[LogEntry] = []
     for h in histories:
         new = [e for e in h.entries if e.needs_integration]
-        reason = reasons.get(h.object_key)
-        if reason is None:
+        refused = reasons.get(h.object_key)
+        if refused is None:
             integrated.extend(new)
             continue
+        reason, replayable = refused
         log.warning("set aside %d entries for %s %s: %s", len(new), h.table, list(h.pk), reason)
-        # What the database refused may fit after a migration; a refused double create stays refused.
-        quarantine.quarantine(
-            conn, new, reason, now_ms=now, replayable=not reason.startswith("double create")
-        )
+        quarantine.quarantine(conn, new, reason, now_ms=now, replayable=replayable)
         client_log.remove(conn, new)
     return client_log.mark_integrated(conn, integrated)
