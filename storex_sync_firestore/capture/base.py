@@ -40,7 +40,8 @@ CAPTURE_TABLE = "_sync_capture"
 STATE_TABLE = "_sync_state"
 TABLES_TABLE = "_sync_tables"
 QUARANTINE_TABLE = "_sync_quarantine"
-SYNC_TABLES = (LOG_TABLE, CAPTURE_TABLE, STATE_TABLE, TABLES_TABLE, QUARANTINE_TABLE)
+RESOLUTIONS_TABLE = "_sync_resolutions"
+SYNC_TABLES = (LOG_TABLE, CAPTURE_TABLE, STATE_TABLE, TABLES_TABLE, QUARANTINE_TABLE, RESOLUTIONS_TABLE)
 
 
 def sync_tables_ddl(*, serial: str, bigint: str, key_text: str) -> list[str]:
@@ -80,7 +81,20 @@ def sync_tables_ddl(*, serial: str, bigint: str, key_text: str) -> list[str]:
             created_ms {bigint} NOT NULL,
             replayable INTEGER NOT NULL DEFAULT 0
         )""",
+        resolutions_ddl(serial=serial, bigint=bigint),
     ]
+
+
+def resolutions_ddl(*, serial: str, bigint: str) -> str:
+    """The record of constraint resolutions, for ``status`` (created on demand in older databases)."""
+    return f"""CREATE TABLE IF NOT EXISTS {RESOLUTIONS_TABLE} (
+            id {serial},
+            created_ms {bigint} NOT NULL,
+            tbl TEXT NOT NULL,
+            pk TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            detail TEXT NOT NULL
+        )"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +107,48 @@ class ColumnInfo:
     nullable: bool = True
 
 
+OnDelete = Literal["cascade", "set null", "set default", "restrict", "no action"]
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignKey:
+    """A foreign key of a synced table: its columns, the table they point to (its local name) and what
+    the schema says happens to a child row when its parent is deleted."""
+
+    columns: tuple[str, ...]
+    parent: str
+    parent_columns: tuple[str, ...]
+    on_delete: OnDelete = "no action"
+
+    def as_json(self) -> list[Any]:
+        return [list(self.columns), self.parent, list(self.parent_columns), self.on_delete]
+
+    @classmethod
+    def from_json(cls, data: Sequence[Any]) -> ForeignKey:
+        columns, parent, parent_columns, on_delete = data
+        return cls(tuple(columns), str(parent), tuple(parent_columns), on_delete)
+
+
 @dataclass(frozen=True, slots=True)
 class TableInfo:
-    """A synced table as reflected when sync was enabled. The only source of names that reach SQL."""
+    """A synced table as reflected when sync was enabled. The only source of names that reach SQL.
+
+    ``name`` is the table's name in the shared log, the same on every device; ``local_name`` is what this
+    database calls it (they differ after a local ``ALTER TABLE ... RENAME``, which sync follows). Foreign
+    keys and unique column sets are kept so that reconciliation can apply the constraint rules.
+    """
 
     name: str
     columns: tuple[ColumnInfo, ...]
     pk: tuple[str, ...]
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    unique: tuple[tuple[str, ...], ...] = ()
+    """Column sets the database keeps unique, besides the key (plain columns, no partial indexes)."""
+    local_name: str = ""
+    """The table's name in this database (empty: the same as ``name``)."""
+    dropped: tuple[str, ...] = field(default=(), compare=False)
+    """Columns this table no longer has (or never had) that a device dropped: their values in incoming
+    entries are accepted and never written. Registry state, not reflected."""
     value_columns: tuple[ColumnInfo, ...] = field(init=False, repr=False, compare=False)
     """Columns outside the primary key: the ones a create or modify entry carries."""
     pk_columns: tuple[ColumnInfo, ...] = field(init=False, repr=False, compare=False)
@@ -110,17 +159,48 @@ class TableInfo:
         by_name = {c.name: c for c in self.columns}
         object.__setattr__(self, "value_columns", tuple(c for c in self.columns if c.name not in self.pk))
         object.__setattr__(self, "pk_columns", tuple(by_name[name] for name in self.pk))
+        if not self.local_name:
+            object.__setattr__(self, "local_name", self.name)
+
+    @property
+    def sql_name(self) -> str:
+        """The quoted local name, for SQL."""
+        return quote(self.local_name)
+
+    def column(self, name: str) -> ColumnInfo | None:
+        return next((c for c in self.columns if c.name == name), None)
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "columns": [[c.name, c.type, c.kind, c.nullable] for c in self.columns],
             "pk": list(self.pk),
+            "foreign_keys": [fk.as_json() for fk in self.foreign_keys],
+            "unique": [list(u) for u in self.unique],
         }
+        if self.local_name != self.name:
+            data["local_name"] = self.local_name
+        if self.dropped:
+            data["dropped"] = list(self.dropped)
+        return data
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> TableInfo:
+        """Read a registry entry; entries written before constraints were kept simply have none."""
         columns = tuple(ColumnInfo(n, t, k, bool(nullable)) for n, t, k, nullable in data["columns"])
-        return cls(name, columns, tuple(data["pk"]))
+        return cls(
+            name,
+            columns,
+            tuple(data["pk"]),
+            tuple(ForeignKey.from_json(fk) for fk in data.get("foreign_keys", ())),
+            tuple(tuple(u) for u in data.get("unique", ())),
+            str(data.get("local_name") or name),
+            tuple(data.get("dropped", ())),
+        )
+
+    def with_dropped(self, dropped: tuple[str, ...]) -> TableInfo:
+        return TableInfo(
+            self.name, self.columns, self.pk, self.foreign_keys, self.unique, self.local_name, dropped
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,15 +239,44 @@ class CaptureDialect(ABC):
 
     @abstractmethod
     def reflect_table(self, conn: Connection, name: str) -> TableInfo:
-        """Read a table's columns and key; raise ``UnsuitableTableError`` if it cannot be synced."""
+        """Read a table's columns, key, foreign keys and unique columns; raise ``UnsuitableTableError``
+        if it cannot be synced. ``name`` is the local name; the caller renames it for the log if needed."""
 
     @abstractmethod
     def install_triggers(self, conn: Connection, table: TableInfo) -> None:
         """Install (or replace) the capture triggers of ``table``."""
 
     @abstractmethod
-    def drop_triggers(self, conn: Connection, table_name: str) -> None:
-        """Remove the capture triggers of ``table_name``; the table and its data stay untouched."""
+    def drop_triggers(self, conn: Connection, table: TableInfo) -> None:
+        """Remove the capture triggers of ``table``; the table and its data stay untouched."""
+
+    @abstractmethod
+    def table_exists(self, conn: Connection, local_name: str) -> bool:
+        """Is there a table of that name (what ``reflect_table`` would find)?"""
+
+    @abstractmethod
+    def find_renamed(self, conn: Connection, table: TableInfo) -> str | None:
+        """The local name of the table that now carries ``table``'s capture triggers, if it was renamed.
+
+        Both databases keep a table's triggers through ``ALTER TABLE ... RENAME TO``, so this finds it.
+        """
+
+    @abstractmethod
+    def schema_token(self, conn: Connection) -> str:
+        """A cheap value that changes whenever the schema of this database may have changed."""
+
+    @abstractmethod
+    def key_json_sql(self, table: TableInfo, alias: str) -> str:
+        """SQL giving the wire-encoded key (a JSON array, as text) of row ``alias`` of ``table``."""
+
+    @abstractmethod
+    def log_new_column_values(self, conn: Connection, table: TableInfo, columns: Sequence[str]) -> int:
+        """Capture, as modifies, the values of newly added ``columns`` that differ from their default.
+
+        Values written after ``ALTER TABLE ... ADD COLUMN`` and before sync noticed it were not captured
+        (the triggers did not know the column); rows that only hold the default need no entry, since a
+        device that adds the column the same way holds that default too. Returns rows captured.
+        """
 
     @abstractmethod
     def capture_existing_rows(self, conn: Connection, table: TableInfo) -> None:
@@ -222,6 +331,10 @@ class CaptureDialect(ABC):
         Raise ``ValueError`` when the column cannot hold the value: the entry is set aside, never altered.
         """
 
+    def check_constraints_immediately(self, conn: Connection) -> None:  # noqa: B027 - optional hook
+        """Make deferred constraints checked at each statement for the rest of the transaction, so that a
+        row the schema refuses is refused while it can still be set aside (default: nothing to do)."""
+
     def lock_rows(  # noqa: B027 - optional hook: most dialects have nothing to lock
         self, conn: Connection, table: TableInfo, pks: Sequence[Sequence[Any]]
     ) -> None:
@@ -243,9 +356,7 @@ class CaptureDialect(ABC):
             action = f"DO UPDATE SET {updates}"
         else:
             action = "DO NOTHING"
-        return (
-            f"INSERT INTO {quote(table.name)} ({names}) VALUES ({params}) ON CONFLICT ({conflict}) {action}"
-        )
+        return f"INSERT INTO {table.sql_name} ({names}) VALUES ({params}) ON CONFLICT ({conflict}) {action}"
 
 
 @contextmanager

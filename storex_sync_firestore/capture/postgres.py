@@ -38,6 +38,8 @@ from .base import (
     Captured,
     CaptureDialect,
     ColumnInfo,
+    ForeignKey,
+    OnDelete,
     TableInfo,
     quote,
     savepoint,
@@ -100,23 +102,60 @@ class PostgresCapture(CaptureDialect):
                 hint="add a uuid primary key with DEFAULT gen_random_uuid(), "
                 "or a text key filled with storex_sync_firestore.uuid7()",
             )
-        return TableInfo(name, tuple(columns), tuple(c for _, c in sorted(keyed)))
+        pk = tuple(c for _, c in sorted(keyed))
+        foreign_keys = tuple(
+            ForeignKey(tuple(cols), str(parent), tuple(parent_cols), _ON_DELETE.get(str(action), "no action"))
+            for cols, parent, parent_cols, action in conn.execute(text(sql.FOREIGN_KEYS_SQL), {"oid": oid})
+        )
+        unique = tuple(
+            tuple(cols)
+            for (cols,) in conn.execute(text(sql.UNIQUE_SQL), {"oid": oid})
+            if not set(pk) <= set(cols)  # a set holding the whole key is unique anyway
+        )
+        return TableInfo(name, tuple(columns), pk, foreign_keys, unique)
+
+    def table_exists(self, conn: Connection, local_name: str) -> bool:
+        found = conn.execute(
+            text("SELECT 1 FROM pg_class WHERE oid = to_regclass(:n) AND relkind IN ('r', 'p')"),
+            {"n": quote(local_name)},
+        ).first()
+        return found is not None
+
+    def find_renamed(self, conn: Connection, table: TableInfo) -> str | None:
+        # A trigger belongs to the table's oid, so it follows ALTER TABLE ... RENAME TO.
+        owner = conn.execute(
+            text(sql.TRIGGER_OWNER_SQL), {"trigger": sql.TRIGGER, "function": sql.function_name(table.name)}
+        ).scalar()
+        return None if owner is None or owner == table.local_name else str(owner)
+
+    def schema_token(self, conn: Connection) -> str:
+        return str(conn.execute(text(sql.SCHEMA_TOKEN_SQL)).scalar())
+
+    def key_json_sql(self, table: TableInfo, alias: str) -> str:
+        return sql.pk_sql(table, alias)
+
+    def log_new_column_values(self, conn: Connection, table: TableInfo, columns: Sequence[str]) -> int:
+        defaults: dict[str, str | None] = dict(
+            conn.execute(text(sql.DEFAULTS_SQL), {"n": table.sql_name}).all()
+        )
+        statement = sql.new_column_values_sql(table, columns, self._schema(conn), defaults)
+        return int(conn.exec_driver_sql(statement).rowcount or 0)
 
     def install_triggers(self, conn: Connection, table: TableInfo) -> None:
         schema = self._schema(conn)
-        self.drop_triggers(conn, table.name)
+        self.drop_triggers(conn, table)
         for statement in [*sql.function_sql(table, schema), *sql.trigger_sql(table, schema)]:
             conn.exec_driver_sql(statement)
 
-    def drop_triggers(self, conn: Connection, table_name: str) -> None:
+    def drop_triggers(self, conn: Connection, table: TableInfo) -> None:
         schema = self._schema(conn)
-        exists = conn.execute(text("SELECT to_regclass(:n) IS NOT NULL"), {"n": quote(table_name)}).scalar()
-        if exists:
+        if self.table_exists(conn, table.local_name):
             for trigger in (sql.TRIGGER, sql.TRUNCATE_TRIGGER):
-                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger} ON {quote(table_name)}")
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger} ON {table.sql_name}")
         for suffix in ("", "_truncate"):
             conn.exec_driver_sql(
-                f"DROP FUNCTION IF EXISTS {quote(schema)}.{quote(sql.function_name(table_name, suffix))}()"
+                f"DROP FUNCTION IF EXISTS {quote(schema)}.{quote(sql.function_name(table.name, suffix))}() "
+                "CASCADE"
             )
 
     def capture_existing_rows(self, conn: Connection, table: TableInfo) -> None:
@@ -135,6 +174,10 @@ class PostgresCapture(CaptureDialect):
         read sees, for every row, all of its earlier changes that are not yet stamped.
         """
         return super().read_captured(conn, 0, limit, tables)
+
+    def check_constraints_immediately(self, conn: Connection) -> None:
+        # DEFERRABLE constraints would otherwise fail at COMMIT, taking the whole pass with them.
+        conn.exec_driver_sql("SET CONSTRAINTS ALL IMMEDIATE")
 
     def silence(self, conn: Connection) -> None:
         conn.execute(text(f"SELECT set_config('{sql.APPLYING}', 'on', true)"))
@@ -184,6 +227,9 @@ class PostgresCapture(CaptureDialect):
             return None
         convert = _CONVERTERS.get(column.kind, _to_any)
         return convert(column, value)
+
+
+_ON_DELETE: dict[str, OnDelete] = {"c": "cascade", "n": "set null", "d": "set default", "r": "restrict"}
 
 
 def _refuse_generated_key(table: str, column: str, type_: str, identity: str, default: str | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .base import (
     CAPTURE_TABLE,
@@ -83,6 +83,57 @@ LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
 WHERE a.attrelid = :oid AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
+
+
+FOREIGN_KEYS_SQL = """
+SELECT (SELECT array_agg(a.attname ORDER BY k.n) FROM unnest(c.conkey) WITH ORDINALITY k(attnum, n)
+        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum),
+       p.relname,
+       (SELECT array_agg(a.attname ORDER BY k.n) FROM unnest(c.confkey) WITH ORDINALITY k(attnum, n)
+        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum),
+       c.confdeltype
+FROM pg_constraint c JOIN pg_class p ON p.oid = c.confrelid
+WHERE c.conrelid = :oid AND c.contype = 'f'
+ORDER BY 1, 2
+"""
+
+UNIQUE_SQL = """
+SELECT array_agg(a.attname ORDER BY k.n)
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = :oid AND i.indisunique AND NOT i.indisprimary
+  AND i.indpred IS NULL AND i.indexprs IS NULL AND k.n <= i.indnkeyatts
+GROUP BY i.indexrelid
+ORDER BY 1
+"""
+"""Unique column sets besides the key: unique constraints and indexes on plain columns, not partial."""
+
+TRIGGER_OWNER_SQL = """
+SELECT c.relname FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE t.tgname = :trigger AND p.proname = :function AND c.relnamespace = current_schema()::regnamespace
+"""
+
+SCHEMA_TOKEN_SQL = """
+SELECT md5(coalesce(string_agg(x, ',' ORDER BY x), '')) FROM (
+  SELECT concat_ws(':', 'a', c.oid, c.relname, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull,
+                   a.attisdropped, a.atthasdef) AS x
+  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+  WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') AND a.attnum > 0
+  UNION ALL
+  SELECT concat_ws(':', 'c', oid, conrelid, contype) FROM pg_constraint
+  WHERE connamespace = current_schema()::regnamespace
+  UNION ALL
+  SELECT concat_ws(':', 'i', i.indexrelid, i.indrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+  WHERE c.relnamespace = current_schema()::regnamespace
+  UNION ALL
+  SELECT concat_ws(':', 't', t.oid, t.tgrelid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+  WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal
+) s
+"""
+"""Changes with any column, constraint, index or trigger of the current schema (one cheap query)."""
 
 
 def function_name(table_name: str, suffix: str = "") -> str:
@@ -201,7 +252,7 @@ def function_sql(table: TableInfo, schema: str) -> list[str]:
         f"  IF {SILENCED} THEN RETURN NULL; END IF;\n"
         f"  INSERT INTO {capture} (tbl, pk, op, value, wall_ms)\n"
         f"    SELECT {literal(table.name)}, {pk_sql(table, alias)}, 'delete', NULL, {WALL_MS_SQL}\n"
-        f"    FROM {quote(table.name)} {alias};\n"
+        f"    FROM {table.sql_name} {alias};\n"
         f"  RETURN NULL;\n"
         f"END\n$storex_sync$"
     )
@@ -211,7 +262,7 @@ def function_sql(table: TableInfo, schema: str) -> list[str]:
 def trigger_sql(table: TableInfo, schema: str) -> list[str]:
     """The trigger statements: a row trigger for writes and, since TRUNCATE fires no row trigger, a
     statement trigger that logs a delete for every row about to be truncated."""
-    t = quote(table.name)
+    t = table.sql_name
     return [
         f"CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW "
         f"EXECUTE FUNCTION {quote(schema)}.{quote(function_name(table.name))}()",
@@ -226,8 +277,34 @@ def existing_rows_sql(table: TableInfo, schema: str) -> str:
     return (
         f"INSERT INTO {quote(schema)}.{CAPTURE_TABLE} (tbl, pk, op, value, wall_ms) "
         f"SELECT {literal(table.name)}, {pk_sql(table, alias)}, 'create', {object_sql(table, alias)}, "
-        f"{WALL_MS_SQL} FROM {quote(table.name)} {alias}"
+        f"{WALL_MS_SQL} FROM {table.sql_name} {alias}"
     )
+
+
+def new_column_values_sql(
+    table: TableInfo, columns: Sequence[str], schema: str, defaults: Mapping[str, str | None]
+) -> str:
+    """Log a modify of ``columns`` for every row where one of them differs from its column default
+    (``defaults``: the default expressions, from this database's own catalog)."""
+    alias = "t"
+    picked = [c for c in table.value_columns if c.name in columns]
+    parts = [f"{_member(c)} || {encode_sql(f'{alias}.{quote(c.name)}', c)}" for c in picked]
+    values = "'{' || " + " || ',' || ".join(parts) + " || '}'"
+    differs = " OR ".join(
+        f"{alias}.{quote(c.name)} IS DISTINCT FROM ({defaults.get(c.name) or 'NULL'})" for c in picked
+    )
+    return (
+        f"INSERT INTO {quote(schema)}.{CAPTURE_TABLE} (tbl, pk, op, value, wall_ms) "
+        f"SELECT {literal(table.name)}, {pk_sql(table, alias)}, 'modify', {values}, {WALL_MS_SQL} "
+        f"FROM {table.sql_name} {alias} WHERE {differs}"
+    )
+
+
+DEFAULTS_SQL = """
+SELECT a.attname, pg_get_expr(d.adbin, d.adrelid)
+FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = to_regclass(:n) AND a.attnum > 0 AND NOT a.attisdropped
+"""
 
 
 def lock_sql(table: TableInfo, count: int) -> str:
@@ -238,7 +315,7 @@ def lock_sql(table: TableInfo, count: int) -> str:
     tuples = ", ".join(
         "(" + ", ".join(f":p{i * width + j}" for j in range(width)) + ")" for i in range(count)
     )
-    return f"SELECT 1 FROM {quote(table.name)} WHERE ({cols}) IN ({tuples}) ORDER BY {cols} FOR UPDATE"
+    return f"SELECT 1 FROM {table.sql_name} WHERE ({cols}) IN ({tuples}) ORDER BY {cols} FOR UPDATE"
 
 
 def chunks(items: Sequence[tuple[object, ...]], size: int) -> list[Sequence[tuple[object, ...]]]:

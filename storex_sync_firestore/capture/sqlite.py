@@ -35,6 +35,8 @@ from .base import (
     Captured,
     CaptureDialect,
     ColumnInfo,
+    ForeignKey,
+    OnDelete,
     TableInfo,
     ValueKind,
     literal,
@@ -140,7 +142,7 @@ def trigger_names(table_name: str) -> list[str]:
 
 def trigger_sql(table: TableInfo) -> list[str]:
     """The ``CREATE TRIGGER`` statements that capture ``table``: insert, update, key change, delete."""
-    t, name = quote(table.name), literal(table.name)
+    t, name = table.sql_name, literal(table.name)
     ins, upd, rekey, dele = (quote(n) for n in trigger_names(table.name))
     keys = ", ".join(_KEYS[: len(table.pk)])
     into = f"INSERT INTO {CAPTURE_TABLE} (tbl, op, {keys}, changed, wall_ms)"
@@ -189,7 +191,7 @@ def read_values_sql(table: TableInfo) -> str:
     found = f"t.{quote(table.pk[0])} IS NOT NULL"
     return (
         f"SELECT c.seq, c.op, c.changed, c.wall_ms, {key_json}, {found}, {row_object_sql(table, 't')} "
-        f"FROM {CAPTURE_TABLE} c LEFT JOIN {quote(table.name)} t ON {join} "
+        f"FROM {CAPTURE_TABLE} c LEFT JOIN {table.sql_name} t ON {join} "
         "WHERE c.tbl = :tbl AND c.seq >= :lo AND c.seq <= :hi"
     )
 
@@ -217,7 +219,7 @@ class SQLiteCapture(CaptureDialect):
                 f"table {name!r} belongs to sync or SQLite itself and cannot be synced"
             )
         rows = conn.exec_driver_sql(f"PRAGMA table_info({quote(name)})").all()
-        if not rows:
+        if not rows or not self.table_exists(conn, name):
             raise UnsuitableTableError(
                 f"there is no table {name!r} in this database", hint="create it first, or check the name"
             )
@@ -245,15 +247,35 @@ class SQLiteCapture(CaptureDialect):
                 f"table {name!r} has a {len(pk)}-column primary key; sync supports up to {MAX_KEY_COLUMNS}",
                 hint="give it a single globally unique key column",
             )
-        return TableInfo(name, columns, pk)
+        return TableInfo(name, columns, pk, _foreign_keys(conn, name), _unique(conn, name, pk))
+
+    def table_exists(self, conn: Connection, local_name: str) -> bool:
+        found = conn.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (local_name,)
+        ).first()
+        return found is not None
+
+    def find_renamed(self, conn: Connection, table: TableInfo) -> str | None:
+        # SQLite rewrites a trigger's table when the table is renamed; the trigger keeps its name.
+        owner = conn.exec_driver_sql(
+            "SELECT tbl_name FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+            (trigger_names(table.name)[0],),
+        ).scalar()
+        return None if owner is None or owner == table.local_name else str(owner)
+
+    def schema_token(self, conn: Connection) -> str:
+        return str(conn.exec_driver_sql("PRAGMA schema_version").scalar())
+
+    def key_json_sql(self, table: TableInfo, alias: str) -> str:
+        return pk_sql(table, alias)
 
     def install_triggers(self, conn: Connection, table: TableInfo) -> None:
-        self.drop_triggers(conn, table.name)
+        self.drop_triggers(conn, table)
         for statement in trigger_sql(table):
             conn.exec_driver_sql(statement)
 
-    def drop_triggers(self, conn: Connection, table_name: str) -> None:
-        for trigger in trigger_names(table_name):
+    def drop_triggers(self, conn: Connection, table: TableInfo) -> None:
+        for trigger in trigger_names(table.name):
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote(trigger)}")
 
     def capture_existing_rows(self, conn: Connection, table: TableInfo) -> None:
@@ -261,8 +283,25 @@ class SQLiteCapture(CaptureDialect):
         conn.exec_driver_sql(
             f"INSERT INTO {CAPTURE_TABLE} (tbl, op, {keys}, wall_ms) "
             f"SELECT {literal(table.name)}, 'create', {', '.join(quote(c) for c in table.pk)}, {WALL_MS_SQL} "
-            f"FROM {quote(table.name)}"
+            f"FROM {table.sql_name}"
         )
+
+    def log_new_column_values(self, conn: Connection, table: TableInfo, columns: Sequence[str]) -> int:
+        defaults = {r[1]: r[4] for r in conn.exec_driver_sql(f"PRAGMA table_info({table.sql_name})")}
+        names = [c.name for c in table.value_columns]
+        bits = [names.index(c) for c in columns]
+        if len(names) <= MASK_BITS:
+            changed = str(sum(1 << i for i in bits))
+        else:
+            changed = literal("".join("1" if i in bits else "0" for i in range(len(names))))
+        differs = " OR ".join(f"{quote(c)} IS NOT ({defaults.get(c) or 'NULL'})" for c in columns)
+        keys = ", ".join(_KEYS[: len(table.pk)])
+        result = conn.exec_driver_sql(
+            f"INSERT INTO {CAPTURE_TABLE} (tbl, op, {keys}, changed, wall_ms) "
+            f"SELECT {literal(table.name)}, 'modify', {', '.join(quote(c) for c in table.pk)}, {changed}, "
+            f"{WALL_MS_SQL} FROM {table.sql_name} WHERE {differs}"
+        )
+        return int(result.rowcount or 0)
 
     def read_captured(
         self, conn: Connection, after: int, limit: int, tables: Mapping[str, TableInfo]
@@ -340,6 +379,48 @@ class SQLiteCapture(CaptureDialect):
         return value
 
 
+_ON_DELETE: dict[str, OnDelete] = {
+    "CASCADE": "cascade",
+    "SET NULL": "set null",
+    "SET DEFAULT": "set default",
+    "RESTRICT": "restrict",
+}
+
+
+def _foreign_keys(conn: Connection, name: str) -> tuple[ForeignKey, ...]:
+    rows = conn.exec_driver_sql(f"PRAGMA foreign_key_list({quote(name)})").all()
+    by_id: dict[int, list[Any]] = {}
+    for row in sorted(rows, key=lambda r: (r[0], r[1])):
+        by_id.setdefault(int(row[0]), []).append(row)
+    keys: list[ForeignKey] = []
+    for parts in by_id.values():
+        parent = str(parts[0][2])
+        targets = [p[4] for p in parts]
+        if any(t is None for t in targets):  # REFERENCES parent: the parent's primary key
+            info = conn.exec_driver_sql(f"PRAGMA table_info({quote(parent)})").all()
+            targets = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
+        on_delete = _ON_DELETE.get(str(parts[0][6]).upper(), "no action")
+        keys.append(ForeignKey(tuple(str(p[3]) for p in parts), parent, tuple(targets), on_delete))
+    return tuple(sorted(keys, key=lambda k: (k.columns, k.parent)))
+
+
+def _unique(conn: Connection, name: str, pk: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """Unique column sets besides the key: UNIQUE constraints and unique indexes on plain columns."""
+    found: set[tuple[str, ...]] = set()
+    for _seq, index, unique, origin, partial in conn.exec_driver_sql(f"PRAGMA index_list({quote(name)})"):
+        if not unique or partial or origin == "pk":
+            continue
+        parts = conn.exec_driver_sql(f"PRAGMA index_info({quote(index)})").all()
+        if any(p[1] < 0 for p in parts):
+            continue  # an index on an expression: the database alone knows what it compares
+        columns = tuple(str(p[2]) for p in sorted(parts))
+        if not set(pk) <= set(columns):  # a set holding the whole key is unique anyway
+            found.add(columns)
+    return tuple(sorted(found))
+
+
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     # Wait for another writer (the application) instead of failing at once with "database is locked".
     dbapi_connection.execute("PRAGMA busy_timeout = 30000")
+    # Sync keeps the declared foreign keys itself; with enforcement on, SQLite checks its work too.
+    dbapi_connection.execute("PRAGMA foreign_keys = ON")
