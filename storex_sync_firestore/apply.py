@@ -2,8 +2,10 @@
 
 Operations are grouped by statement shape and run with ``executemany`` inside a savepoint: the fast
 path. If that fails (a value the column cannot hold, a constraint), the savepoint is rolled back and the
-operations are replayed one object at a time, each in its own savepoint, so one bad object is set aside
-and the rest still land. Table and column names come from the synced-table registry only.
+operations are replayed one object at a time, each in its own savepoint, in rounds until no more land,
+so one bad object is reported and the rest still land. The caller orders the operations (parents
+before children, see ``constraints``) and decides what to do with the refused ones. Table and column
+names come from the synced-table registry only.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .capture.base import CaptureDialect, TableInfo, quote, savepoint
-from .codec import decode_value
+from .codec import decode_value, dumps
 from .errors import InvalidEntryError
 from .models import Json, Operation
 
@@ -31,6 +33,9 @@ class ApplyResult:
 
     applied: int = 0
     failed: list[tuple[Operation, str]] = field(default_factory=list)
+    unfit: set[tuple[str, str]] = field(default_factory=set)
+    """(table, key JSON) of the failed objects holding a value their column cannot take (not a
+    constraint: no rule can resolve it)."""
 
 
 def _where(table: TableInfo, offset: int) -> str:
@@ -56,9 +61,9 @@ class _Statements:
         if kind == "insert":
             return self.dialect.upsert_sql(table, columns)
         if kind == "delete":
-            return f"DELETE FROM {quote(table.name)} WHERE {_where(table, 0)}"
+            return f"DELETE FROM {table.sql_name} WHERE {_where(table, 0)}"
         sets = ", ".join(f"{quote(c)} = :p{len(table.pk) + i}" for i, c in enumerate(columns))
-        return f"UPDATE {quote(table.name)} SET {sets} WHERE {_where(table, 0)}"
+        return f"UPDATE {table.sql_name} SET {sets} WHERE {_where(table, 0)}"
 
 
 def _params(op: Operation, table: TableInfo, dialect: CaptureDialect) -> dict[str, Any]:
@@ -103,7 +108,7 @@ def apply_operations(
     except Exception:
         pass
     pending = list(operations)
-    for _attempt in range(2):  # a second round lets an object whose parent failed first now succeed
+    while True:  # another round lets an object whose parent (or freed value) came later now succeed
         failed: list[tuple[Operation, str]] = []
         for op in pending:
             table = tables[op.table]
@@ -113,6 +118,7 @@ def apply_operations(
                 result.applied += 1
             except _UnapplicableError as exc:
                 failed.append((op, str(exc)))
+                result.unfit.add((op.table, dumps(list(op.pk))))
             except SQLAlchemyError as exc:
                 failed.append((op, f"the database refused {op.kind} on {op.table}: {_first_line(exc)}"))
             except Exception as exc:  # e.g. a driver's OverflowError: set the object aside, do not wedge

@@ -249,6 +249,46 @@ def insert_received(conn: Connection, entries: Sequence[LogEntry], now_ms: int) 
     )
 
 
+def insert_local(conn: Connection, entries: Sequence[LogEntry]) -> None:
+    """Log entries this device made itself without capture (constraint resolutions, rule declarations):
+    unshared, so the next upload sends them like any captured change."""
+    _many(
+        conn,
+        f"INSERT INTO {LOG_TABLE} (device_id, hlc, tbl, pk, op, value) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                e.device_id,
+                e.hlc,
+                e.table,
+                dumps(list(e.pk)),
+                e.op,
+                None if e.value is None else dumps(e.value),
+            )
+            for e in entries
+        ],
+    )
+
+
+def reintegrate(conn: Connection, table: str, columns: Sequence[str], device_id: str | None) -> int:
+    """Mark received entries holding values for ``columns`` as needing integration again.
+
+    A database that lacked a column kept other devices' values for it in the log; once the column is
+    added, the reconciler applies them (an entry also holding other columns writes them again, unchanged).
+    """
+    marked = 0
+    for column in columns:
+        pattern = "%" + dumps(column).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+        result = conn.execute(
+            text(
+                f"UPDATE {LOG_TABLE} SET needs_integration = 1 WHERE tbl = :t AND device_id <> :me "
+                "AND needs_integration = 0 AND value LIKE :p ESCAPE '\\'"
+            ),
+            {"t": table, "me": device_id or "", "p": pattern},
+        )
+        marked += int(result.rowcount or 0)
+    return marked
+
+
 def load_histories(conn: Connection, max_objects: int) -> list[ObjectHistory]:
     """Up to ``max_objects`` objects with entries to integrate, each with its whole retained history.
 

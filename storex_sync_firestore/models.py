@@ -125,6 +125,8 @@ class SyncSummary:
     applied: int = 0
     integrated: int = 0
     set_aside: int = 0
+    resolved: int = 0
+    """Objects changed by a constraint rule (see ``constraints``), each recorded for ``status``."""
     withheld: int = 0
     documents_read: int = 0
     documents_written: int = 0
@@ -139,6 +141,7 @@ class SyncSummary:
             "applied": self.applied,
             "integrated": self.integrated,
             "set_aside": self.set_aside,
+            "resolved": self.resolved,
             "withheld": self.withheld,
             "documents_read": self.documents_read,
             "documents_written": self.documents_written,

@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 from .codec import dumps
 from .models import Conflict, Json, LogEntry, Operation, Reconciliation
+from .policy import RULES_TABLE
 
 DoubleCreate = Literal["merge", "error"]
 
@@ -90,7 +91,13 @@ def fold(entries: Iterable[LogEntry]) -> ObjectState:
 
 
 def retained_keys(entries: Iterable[LogEntry]) -> set[tuple[int, str]]:
-    """Keys of the entries that decide the object's state: what log cleanup must keep."""
+    """Keys of the entries that decide the object's state: what log cleanup must keep.
+
+    Rule declarations (``policy``) are all kept: the first one counts, not the latest.
+    """
+    entries = list(entries)
+    if any(e.table == RULES_TABLE for e in entries):
+        return {e.key for e in entries}
     state = fold(entries)
     if state.existence is None:
         return {e.key for e in state.fields.values()}

@@ -6,7 +6,8 @@ Durability rule: nothing is marked shared, seen or integrated before the other s
   marker moves, so a crash in between re-delivers, and the unique (device, clock) key ignores repeats;
 * share: the batch is recorded as planned before it is sent and marked shared only after the shared log
   accepted it, so a crash in between resends exactly the same batch, which the log treats as a no-op;
-* reconcile: the writes and the marking of their entries as integrated commit in one transaction.
+* reconcile: the writes, the resolutions the schema's rules called for (see ``constraints``) and the
+  marking of their entries as integrated commit in one transaction.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from . import client_log, quarantine
-from .apply import ApplyResult, apply_operations
+from . import client_log, constraints, policy, quarantine, resolutions, schema
+from .apply import ApplyResult
 from .capture.base import TableInfo
 from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, check_identity, dumps, entry_from_payload
@@ -28,6 +29,7 @@ from .errors import ClockDriftError, InvalidEntryError
 from .events import SyncEvents
 from .models import LogEntry, Operation, SharedEntry, SyncSummary, WriteResult
 from .reconcile import ObjectHistory, Reconciler, reconcile_sync_log
+from .resolutions import Resolution
 from .shared_log.base import SharedSyncLog
 from .validate import validate_entry
 
@@ -111,7 +113,12 @@ def do_sync(
             db.load_clock(conn, clock or HybridLogicalClock()),
             SyncSummary(), events or SyncEvents(), single_batch, continue_sync, now_ms, progress,
         )  # fmt: skip
+        # The tables may have changed since the last sync (here, or by 'init' in another process):
+        # follow (or stop) before reading a value, and read the registry afresh.
+        schema.check(conn, db.dialect, device_id=device_id, now_ms=now_ms())
+        db.forget_tables()
         client_log.stamp_pending(conn, db.dialect, db.synced_tables(conn), run.clock, device_id)
+        _declare_rules(conn, db, run)
         db.save_clock(conn, run.clock)
     serializer = serializer or JsonSerializer()
     if "receive" in stages:
@@ -127,11 +134,26 @@ def do_sync(
         run.summary.stages.append("reconcile")
         if not _reconcile(run, reconciler, reconciliation_processor, reconcile_batch_size):
             return run.summary
+        if run.summary.resolved and "share" in stages:  # resolutions are writes: the others need them
+            byte_limit = upload_batch_byte_limit or shared_log.max_batch_bytes
+            if not _share(run, serializer, pre_send, upload_batch_size, byte_limit):
+                return run.summary
     if cleanup_after_reconcile:
         with db.transaction() as conn:
             client_log.prune(conn, int(db.get_state(conn, "pruned_upto") or 0))
             db.set_state(conn, "pruned_upto", client_log.prune_mark(conn))
     return run.summary
+
+
+def _declare_rules(conn: Connection, db: SyncedDatabase, run: _Run) -> None:
+    """Log this device's conflict rules where they are new or changed, to be shared with the others."""
+    declared: dict[str, str] = db.get_state(conn, "declared") or {}
+    entries = policy.declarations(
+        db.table_rules(conn), db.synced_tables(conn), declared, run.clock, run.device_id
+    )
+    if entries:
+        client_log.insert_local(conn, entries)
+        db.set_state(conn, "declared", {**declared, **{str(e.pk[0]): dumps(e.value) for e in entries}})
 
 
 def _decode(
@@ -268,6 +290,13 @@ def _reconcile(
     processor: Callable[[Sequence[Operation]], Sequence[Operation]] | None,
     max_objects: int,
 ) -> bool:
+    with run.db.transaction() as conn:
+        tables = run.db.synced_tables(conn)
+        declared = policy.read_declarations(conn, list(tables))
+        policy.check_agreement(declared, run.db.table_rules(conn), run.device_id)  # or they would diverge
+        dropped = {t: policy.dropped_columns(entries) for t, entries in declared.items()}
+        if schema.adopt_dropped(conn, dropped, run.now_ms()):
+            run.db.forget_tables()
     while True:
         try:
             passed = _reconcile_pass(run, reconciler, processor, max_objects)
@@ -275,13 +304,17 @@ def _reconcile(
             continue  # an application write raced the pass: it was rolled back; go again, seeing it
         if passed is None:
             return True
-        histories, operations, result, integrated, set_aside = passed
-        run.summary.applied += result.applied
-        run.summary.integrated += integrated
-        run.summary.set_aside += set_aside
-        run.report("reconcile", integrated)
+        run.summary.applied += passed.result.applied
+        run.summary.integrated += passed.integrated
+        run.summary.set_aside += passed.set_aside
+        run.summary.resolved += len(passed.resolutions)
+        run.report("reconcile", passed.integrated)
         run.events.emit(
-            "reconciled_entries", histories=histories, operations=operations, device_id=run.device_id
+            "reconciled_entries",
+            histories=passed.histories,
+            operations=passed.operations,
+            resolutions=passed.resolutions,
+            device_id=run.device_id,
         )
         if run.single_batch:
             return True
@@ -293,19 +326,36 @@ class _RaceError(Exception):
     """An application write to a row being reconciled committed during the apply."""
 
 
+@dataclass(slots=True)
+class _Passed:
+    histories: list[ObjectHistory]
+    operations: list[Operation]
+    result: ApplyResult
+    resolutions: list[Resolution]
+    integrated: int = 0
+    set_aside: int = 0
+
+
 def _reconcile_pass(
     run: _Run,
     reconciler: Reconciler,
     processor: Callable[[Sequence[Operation]], Sequence[Operation]] | None,
     max_objects: int,
-) -> tuple[list[ObjectHistory], list[Operation], ApplyResult, int, int] | None:
-    """One transaction: lock, stamp, reconcile, apply, mark integrated. None when nothing is left."""
+) -> _Passed | None:
+    """One transaction: lock, stamp, reconcile under the schema's rules, apply, mark integrated.
+
+    None when nothing is left.
+    """
     db = run.db
     with db.transaction() as conn:
         histories = client_log.load_histories(conn, max_objects)
         if not histories:
             return None
         tables = db.synced_tables(conn)
+        now = run.now_ms()
+        histories, skipped = _applicable(conn, histories, tables, now)
+        if not histories:
+            return _Passed([], [], ApplyResult(), [], skipped, 0)
         for table, pks in _by_table(histories).items():
             db.dialect.lock_rows(conn, tables[table], pks)
         # Changes the application committed before the locks are now captured: stamp them and read
@@ -314,22 +364,68 @@ def _reconcile_pass(
         if client_log.stamp_pending(conn, db.dialect, tables, run.clock, run.device_id):
             histories = client_log.load_objects(conn, [h.object_key for h in histories])
         run.events.emit("reconciling_entries", histories=histories, device_id=run.device_id)
-        reconciliation = reconciler(histories)
-        operations = list(reconciliation.operations)
-        if processor is not None:
-            operations = list(processor(operations))
+
+        def stamp() -> bool:
+            return bool(client_log.stamp_pending(conn, db.dialect, tables, run.clock, run.device_id))
+
+        context = constraints.PassContext(
+            conn,
+            db.dialect,
+            tables,
+            db.table_rules(conn),
+            run.clock,
+            run.device_id,
+            reconciler,
+            processor,
+            stamp,
+        )
         db.dialect.silence(conn)
-        result = apply_operations(conn, db.dialect, tables, operations)
+        outcome = constraints.reconcile_pass(context, histories)
         db.dialect.unsilence(conn)
-        if _written_meanwhile(conn, run, tables, histories):
+        if _written_meanwhile(conn, run, tables, outcome.histories):
             raise _RaceError  # rolls back the whole pass, apply included
-        # A refused double create stays refused; what the database refused may fit after a migration.
-        reasons = {(c.table, dumps(list(c.pk))): (c.reason, False) for c in reconciliation.conflicts}
-        reasons.update({(op.table, dumps(list(op.pk))): (why, True) for op, why in result.failed})
-        integrated = _settle(conn, histories, reasons, run.now_ms())
+        client_log.insert_local(conn, outcome.entries)  # resolutions are writes of this device: shared
+        resolutions.record(conn, outcome.resolutions, now)
+        integrated = _settle(conn, outcome.histories, outcome.refused, now)
         db.save_clock(conn, run.clock)
-    set_aside = sum(1 for h in histories if h.object_key in reasons for e in h.entries if e.needs_integration)
-    return list(histories), operations, result, integrated, set_aside
+    set_aside = sum(
+        1
+        for h in outcome.histories
+        if h.object_key in outcome.refused
+        for e in h.entries
+        if e.needs_integration
+    )
+    return _Passed(
+        outcome.histories,
+        outcome.operations,
+        outcome.result,
+        outcome.resolutions,
+        integrated + skipped,
+        set_aside,
+    )
+
+
+def _applicable(
+    conn: Connection, histories: Sequence[ObjectHistory], tables: Mapping[str, TableInfo], now: int
+) -> tuple[list[ObjectHistory], int]:
+    """The histories to reconcile: rule declarations are only kept (compared by ``policy``), and entries
+    for a table whose capture is off wait set aside until it is on again. Returns those and how many
+    entries were settled so."""
+    keep: list[ObjectHistory] = []
+    declared: list[LogEntry] = []
+    for h in histories:
+        if h.table == policy.RULES_TABLE:
+            declared.extend(h.entries)
+        elif h.table not in tables:
+            waiting = [e for e in h.entries if e.needs_integration]
+            quarantine.quarantine(
+                conn, waiting, f"table {h.table!r} is not synced on this device", now_ms=now, replayable=True
+            )
+            client_log.remove(conn, waiting)
+            declared.extend(waiting)
+        else:
+            keep.append(h)
+    return keep, client_log.mark_integrated(conn, declared) if declared else 0
 
 
 def _written_meanwhile(
@@ -358,7 +454,7 @@ def _by_table(histories: Sequence[ObjectHistory]) -> dict[str, list[tuple[object
 def _settle(
     conn: Connection,
     histories: Sequence[ObjectHistory],
-    reasons: dict[tuple[str, str], tuple[str, bool]],
+    reasons: Mapping[tuple[str, str], tuple[str, bool]],
     now: int,
 ) -> int:
     """Mark applied entries integrated; set aside the new entries of objects that could not be applied.
