@@ -8,17 +8,19 @@ picks up where the last sync ended.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
 
-from . import client_log, quarantine
+from . import client_log, registry
 from .capture import CaptureDialect, TableInfo, capture_for
-from .capture.base import STATE_TABLE, TABLES_TABLE
+from .capture.base import STATE_TABLE
 from .clock import HybridLogicalClock, wall_clock_ms
 from .errors import ConfigurationError
+from .policy import OnConflict, TableRules, check_rules, rules_for
+from .schema import TOKEN_KEY, adapt_table, replay
 
 
 class SyncedDatabase:
@@ -35,42 +37,127 @@ class SyncedDatabase:
         with self.dialect.transaction(write=write) as conn:
             yield conn
 
-    def enable_sync(self, tables: Sequence[str]) -> list[TableInfo]:
+    def enable_sync(
+        self,
+        tables: Sequence[str],
+        *,
+        on_conflict: OnConflict | None = None,
+        shared_as: Mapping[str, str] | None = None,
+    ) -> list[TableInfo]:
         """Install capture on ``tables``. Idempotent; rows already present are logged as creates once.
 
-        Entries set aside earlier because a table or column was not synced here are tried again.
+        ``on_conflict`` says what happens to the later of two rows claiming the same unique value:
+        ``"delete-later"`` (the default), ``"clear-later"`` (its unique columns become NULL) or an
+        importable function (see ``policy.UniqueConflict``). It is stored with the table, declared in the
+        shared log, and must be the same on every device of the log; omitted, the stored rules stay.
+        ``shared_as`` maps a local table name to the name the other devices know it by (a table renamed
+        before this database joined). A table registered before (its capture switched off, or changed
+        since) is brought up to date: its history continues, nothing is logged twice. Entries set aside
+        earlier because a table or column was missing here are tried again.
 
         Raises ``UnsuitableTableError`` (and changes nothing) if any table cannot be synced, for example
         because its key is an auto-incremented integer.
         """
+        names = dict(shared_as or {})
         with self.transaction() as conn:
             self.dialect.create_sync_tables(conn)
-            known = self._load_tables(conn)
-            infos = [self.dialect.reflect_table(conn, name) for name in tables]
-            for info in infos:
-                self.dialect.install_triggers(conn, info)
-                if info.name not in known:
+            known = registry.load(conn)
+            by_local = {r.info.local_name: r for r in known.values()}
+            device_id = self.get_state(conn, "device_id")
+            now = wall_clock_ms()
+            infos: list[TableInfo] = []
+            for local in tables:
+                entry = known.get(names.get(local, local)) or by_local.get(local)
+                if entry is None:
+                    reflected = self.dialect.reflect_table(conn, local)
+                    info = TableInfo(
+                        names.get(local, local), reflected.columns, reflected.pk,
+                        reflected.foreign_keys, reflected.unique, local,
+                    )  # fmt: skip
+                    rules = rules_for(on_conflict or "delete-later")
+                    check_rules(info, rules)
+                    self.dialect.install_triggers(conn, info)
                     self.dialect.capture_existing_rows(conn, info)
-                conn.execute(text(f"DELETE FROM {TABLES_TABLE} WHERE name = :n"), {"n": info.name})
-                conn.execute(
-                    text(f"INSERT INTO {TABLES_TABLE} (name, info) VALUES (:n, :i)"),
-                    {"n": info.name, "i": json.dumps(info.as_json())},
-                )
+                else:
+                    info, _changes = adapt_table(
+                        conn, self.dialect, entry.info, device_id=device_id, now_ms=now
+                    )
+                    rules = entry.rules if on_conflict is None else rules_for(on_conflict)
+                    check_rules(info, rules)
+                    self.dialect.install_triggers(conn, info)
+                registry.store(conn, registry.Registered(info, rules))
+                infos.append(info)
             # Entries set aside because this database lacked a table or column may fit now: back they go.
-            ids, entries = quarantine.replayable(conn, self._load_tables(conn))
-            client_log.insert_received(conn, entries, wall_clock_ms())
-            quarantine.forget(conn, ids)
+            replay(conn, now)
+            self.set_state(conn, TOKEN_KEY, self.dialect.schema_token(conn))
         self._tables = None
         return infos
 
-    def disable_sync(self, tables: Sequence[str] | None = None) -> None:
-        """Remove capture from ``tables`` (default: all). The tables and their data stay as they are."""
+    def disable_sync(self, tables: Sequence[str] | None = None) -> list[str]:
+        """Switch capture off on ``tables`` (default: all); returns their names in the log.
+
+        Nothing is lost: the tables and their data stay, changes captured so far are logged (and shared by
+        the next sync), and the table stays registered, so that enabling it again continues its history.
+        Received entries for it wait, set aside, until then. Writes made while capture is off are not
+        captured: change a table's schema with :meth:`migrate` instead, which keeps capture on.
+        """
         with self.transaction() as conn:
-            names = list(self._load_tables(conn)) if tables is None else list(tables)
-            for name in names:
-                self.dialect.drop_triggers(conn, name)
-                conn.execute(text(f"DELETE FROM {TABLES_TABLE} WHERE name = :n"), {"n": name})
+            known = registry.load(conn)
+            by_local = {r.info.local_name: r for r in known.values()}
+            chosen = list(known.values()) if tables is None else []
+            for name in tables or ():
+                entry = known.get(name) or by_local.get(name)
+                if entry is None:
+                    raise ConfigurationError(
+                        f"table {name!r} is not synced here",
+                        hint=f"synced tables: {', '.join(known) or 'none'}",
+                    )
+                chosen.append(entry)
+            self._stamp(conn)
+            for entry in chosen:
+                self.dialect.drop_triggers(conn, entry.info)
+                registry.store(conn, registry.Registered(entry.info, entry.rules, disabled=True))
+            self.set_state(conn, TOKEN_KEY, self.dialect.schema_token(conn))
         self._tables = None
+        return [entry.info.name for entry in chosen]
+
+    @contextmanager
+    def migrate(self, tables: Sequence[str] | None = None) -> Iterator[Connection]:
+        """Change synced tables' schema without losing a change: ``with db.migrate() as conn:
+        conn.exec_driver_sql("ALTER TABLE ...")``.
+
+        One transaction: pending changes are logged, the capture triggers are lifted (SQLite refuses to
+        drop a column they name), your statements run, and sync adapts as it would at the start of a sync
+        (new columns captured and shared, renames followed) before capture is back, so that no write
+        of any other session falls between. ``tables`` (default: all synced) are the ones you change.
+        """
+        with self.transaction() as conn:
+            known = {n: r for n, r in registry.load(conn).items() if not r.disabled}
+            chosen = [
+                r for r in known.values() if tables is None or {r.info.name, r.info.local_name} & set(tables)
+            ]
+            self._stamp(conn)
+            for entry in chosen:
+                self.dialect.drop_triggers(conn, entry.info)
+            yield conn
+            device_id = self.get_state(conn, "device_id")
+            for entry in chosen:
+                info, _changes = adapt_table(
+                    conn, self.dialect, entry.info, device_id=device_id, now_ms=wall_clock_ms()
+                )
+                self.dialect.install_triggers(conn, info)
+                registry.store(conn, entry.with_info(info))
+            replay(conn, wall_clock_ms())
+            self.set_state(conn, TOKEN_KEY, self.dialect.schema_token(conn))
+        self._tables = None
+
+    def _stamp(self, conn: Connection) -> None:
+        """Log what capture holds before the triggers change (a device without an id has nothing yet)."""
+        device_id = self.get_state(conn, "device_id")
+        if device_id:
+            clock = self.load_clock(conn, HybridLogicalClock())
+            client_log.stamp_pending(conn, self.dialect, registry.enabled(conn), clock, str(device_id))
+            self.save_clock(conn, clock)
 
     def is_initialized(self) -> bool:
         """True once ``enable_sync`` has run on this database."""
@@ -79,22 +166,26 @@ class SyncedDatabase:
         return inspect(self.engine).has_table(STATE_TABLE)
 
     def synced_tables(self, conn: Connection | None = None) -> dict[str, TableInfo]:
-        """The synced tables by name, as reflected when sync was enabled (cached).
+        """The synced tables (capture on) by their name in the log, as the registry has them (cached).
 
         Inside a transaction, pass its ``conn``: a second connection could wait on the first's lock.
         """
         if self._tables is None:
             if conn is not None:
-                self._tables = self._load_tables(conn)
+                self._tables = registry.enabled(conn)
             else:
                 with self.transaction(write=False) as own:
-                    self._tables = self._load_tables(own)
+                    self._tables = registry.enabled(own)
         return self._tables
 
+    def forget_tables(self) -> None:
+        """Drop the cached registry (after the schema check changed it)."""
+        self._tables = None
+
     @staticmethod
-    def _load_tables(conn: Connection) -> dict[str, TableInfo]:
-        rows = conn.execute(text(f"SELECT name, info FROM {TABLES_TABLE} ORDER BY name")).all()
-        return {name: TableInfo.from_json(name, json.loads(info)) for name, info in rows}
+    def table_rules(conn: Connection) -> dict[str, TableRules]:
+        """The conflict rules of the synced tables."""
+        return {name: r.rules for name, r in registry.load(conn).items() if not r.disabled}
 
     # --- sync state: device id, user, log, clock ---------------------------------------------------
 
