@@ -84,6 +84,12 @@ def cli(debug: bool, verbose: bool) -> None:
 @click.option("--user", "user_id", help="The user whose devices share the log (default: kept, else $USER).")
 @click.option("--log", "log_url", metavar="LOG", help="firestore://PROJECT[/ROOT], a folder, or memory://.")
 @click.option("--new-device", is_flag=True, help="Register as a new device, forgetting the stored id.")
+@click.option(
+    "--on-conflict",
+    metavar="RULE",
+    help="For --tables: the later of two rows with the same unique value is deleted (delete-later, the "
+    "default), loses its value (clear-later), or module:function decides.",
+)
 @timeout_option
 @json_option
 def init(
@@ -92,14 +98,25 @@ def init(
     user_id: str | None,
     log_url: str | None,
     new_device: bool,
+    on_conflict: str | None,
     timeout: float | None,
     as_json: bool,
 ) -> None:
-    """Enable sync on tables and register the database as a device. Safe to run again."""
+    """Enable sync on tables and register the database as a device. Safe to run again.
+
+    Without --tables, brings the synced tables up to date with their schema and replays entries set
+    aside for a missing table or column.
+    """
     names = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
     db = commands.open_database(db_url, create=True)
     result = commands.init_database(
-        db, names, user_id=user_id, log_url=log_url, new_device=new_device, timeout=timeout
+        db,
+        names,
+        user_id=user_id,
+        log_url=log_url,
+        new_device=new_device,
+        timeout=timeout,
+        on_conflict=on_conflict,
     )
     if as_json:
         click.echo(json.dumps(result))
@@ -111,8 +128,10 @@ def init(
 def _summary_text(summary: SyncSummary) -> str:
     s = summary
     status = "" if s.finished else " (stopped early)"
+    resolved = f", resolved {s.resolved} (see status)" if s.resolved else ""
     return (
-        f"sent {s.sent}, received {s.received}, applied {s.applied}, set aside {s.set_aside}{status}\n"
+        f"sent {s.sent}, received {s.received}, applied {s.applied}, set aside {s.set_aside}{resolved}"
+        f"{status}\n"
         f"log documents: {s.documents_read} read, {s.documents_written} written"
     )
 
@@ -215,6 +234,29 @@ def status(db_url: str, as_json: bool) -> None:
     for e in info["set_aside_entries"]:
         click.echo(f"  set aside {e['direction']} {e['table'] or ''} {e['pk'] or ''} "
                    f"({e['device_id']}@{e['hlc']}): {e['reason']}")  # fmt: skip
+    if info["disabled_tables"]:
+        click.echo(f"{'capture off':<13}{', '.join(info['disabled_tables'])} ('init --tables' turns it on)")
+    if info["resolutions"]:
+        click.echo(f"{'resolutions':<13}{info['resolved']} (constraint rules applied; newest first)")
+    for r in info["resolutions"]:
+        at = datetime.fromtimestamp(r["at_ms"] / 1000).isoformat(sep=" ", timespec="seconds")
+        key = json.dumps(r["pk"]) if r["pk"] else ""
+        click.echo(f"  {at} {r['table']} {key} {r['rule']}: {json.dumps(r['detail'], ensure_ascii=False)}")
+
+
+@cli.command()
+@db_option
+@click.option("--tables", required=True, help="Comma-separated synced tables to switch capture off on.")
+def disable(db_url: str, tables: str) -> None:
+    """Switch capture off on tables, e.g. to change their schema; 'init --tables' switches it back on.
+
+    Nothing is lost: changes captured so far are kept and shared, entries from other devices wait, and
+    the tables keep their history. Writes made while capture is off are not synced.
+    """
+    names = [t.strip() for t in tables.split(",") if t.strip()]
+    done = commands.disable_tables(commands.open_database(db_url), names)
+    click.echo(f"capture off on: {', '.join(done)}; after your change run 'storex-sync init --db {db_url} "
+               f"--tables {','.join(names)}'")  # fmt: skip
 
 
 @cli.command()

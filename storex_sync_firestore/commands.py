@@ -15,8 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from . import client_log
-from .capture.base import QUARANTINE_TABLE
+from . import client_log, registry, resolutions
+from .capture.base import QUARANTINE_TABLE, RESOLUTIONS_TABLE
 from .continuous import sync_and_record
 from .database import SyncedDatabase
 from .devices import register_device
@@ -71,11 +71,14 @@ def init_database(
     log_url: str | None = None,
     new_device: bool = False,
     timeout: float | None = None,
+    on_conflict: str | None = None,
 ) -> dict[str, Any]:
     """Enable capture on ``tables`` and register the database as a device in the log; idempotent.
 
-    Running it again keeps the device id; omitted options keep their stored values. ``new_device``
-    forgets the stored id first (for a copied database, or one whose log was reset).
+    Running it again keeps the device id; omitted options keep their stored values. Without ``tables``
+    the synced tables are brought up to date with their schema, and entries set aside for a missing
+    table or column are replayed. ``new_device`` forgets the stored id first (for a copied database, or
+    one whose log was reset). ``on_conflict`` sets the unique-conflict rule of ``tables``.
     """
     state = db.state()
     user_id = user_id or state.get("user_id") or getpass.getuser()
@@ -86,9 +89,32 @@ def init_database(
         raise ConfigurationError("no tables given", hint="pass --tables TABLE[,TABLE...]")
     shared_log = open_log(log_url, timeout=timeout)
     if tables:
-        db.enable_sync(list(tables))
+        names, shared_as = _table_names(tables)
+        db.enable_sync(names, on_conflict=on_conflict, shared_as=shared_as)
+    else:
+        if on_conflict is not None:
+            raise ConfigurationError("--on-conflict needs --tables", hint="name the tables it is for")
+        db.enable_sync([t.local_name for t in db.synced_tables().values()])
     device_id = register_device(db, shared_log, user_id=user_id, log_url=log_url, new_device=new_device)
     return {"device_id": device_id, "user_id": user_id, "log": log_url, "tables": sorted(db.synced_tables())}
+
+
+def _table_names(tables: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """``LOCAL`` or ``LOCAL:NAME`` (a table the other devices know as NAME): local names and the mapping."""
+    names: list[str] = []
+    shared_as: dict[str, str] = {}
+    for item in tables:
+        local, _, shared = item.partition(":")
+        names.append(local)
+        if shared:
+            shared_as[local] = shared
+    return names, shared_as
+
+
+def disable_tables(db: SyncedDatabase, tables: Sequence[str]) -> list[str]:
+    """Switch capture off on ``tables``; ``init --tables`` switches it on again."""
+    initialized_state(db)
+    return db.disable_sync(list(tables))
 
 
 def sync_database(db: SyncedDatabase, *, timeout: float | None = None, **options: Any) -> SyncSummary:
@@ -97,11 +123,18 @@ def sync_database(db: SyncedDatabase, *, timeout: float | None = None, **options
     return sync_and_record(db, open_log(str(state["log"]), timeout=timeout), **options)
 
 
-def database_status(db: SyncedDatabase, *, set_aside_limit: int = 20) -> dict[str, Any]:
-    """Device, user, log, entry counts, the newest set-aside entries and the last sync, as plain data."""
+def database_status(
+    db: SyncedDatabase, *, set_aside_limit: int = 20, resolutions_limit: int = 10
+) -> dict[str, Any]:
+    """Device, user, log, entry counts, the newest set-aside entries and constraint resolutions, tables
+    whose capture is off, and the last sync, as plain data."""
     state = initialized_state(db)
     with db.transaction(write=False) as conn:
         counts = client_log.counts(conn)
+        known = registry.load(conn)
+        has_record = db.dialect.table_exists(conn, RESOLUTIONS_TABLE)
+        resolved = resolutions.count(conn) if has_record else 0
+        recent = resolutions.recent(conn, resolutions_limit) if has_record else []
         rows = conn.execute(
             text(
                 f"SELECT direction, device_id, hlc, tbl, pk, reason FROM {QUARANTINE_TABLE} "
@@ -117,6 +150,9 @@ def database_status(db: SyncedDatabase, *, set_aside_limit: int = 20) -> dict[st
         "tables": sorted(db.synced_tables()),
         **counts,
         "set_aside_entries": [dict(zip(names, row, strict=True)) for row in rows],
+        "disabled_tables": sorted(n for n, r in known.items() if r.disabled),
+        "resolved": resolved,
+        "resolutions": recent,
         "last_sync": state.get("last_sync"),
     }
 
