@@ -146,7 +146,7 @@ CRASH_POINTS = [
     "storex_sync_firestore.sync.client_log.plan_upload",  # before an upload is planned
     "storex_sync_firestore.shared_log.memory.MemorySharedLog.write_entries",  # planned, not sent
     "storex_sync_firestore.sync.client_log.mark_shared",  # the log accepted the batch, not marked shared
-    "storex_sync_firestore.sync.apply_operations",  # during apply
+    "storex_sync_firestore.constraints.apply_operations",  # during apply
     "storex_sync_firestore.sync.client_log.mark_integrated",  # applied, not marked integrated
     "storex_sync_firestore.sync.client_log.prune",  # during cleanup
 ]
