@@ -28,6 +28,8 @@ from .errors import (
     EntryTooLargeError,
     InvalidEntryError,
     PermanentSharedLogError,
+    RulesMismatchError,
+    SchemaChangedError,
     SharedLogError,
     SyncError,
     TransientSharedLogError,
@@ -47,6 +49,7 @@ from .models import (
     UnsyncedUpdate,
     WriteResult,
 )
+from .policy import TableRules, UniqueConflict
 from .reconcile import LastWriteWins, ObjectHistory, Reconciler, reconcile_sync_log
 from .shared_log import FilesystemSharedLog, MemorySharedLog, open_shared_log
 from .shared_log.base import SharedSyncLog
@@ -74,6 +77,8 @@ __all__ = [
     "PermanentSharedLogError",
     "Reconciler",
     "Reconciliation",
+    "RulesMismatchError",
+    "SchemaChangedError",
     "Serializer",
     "SharedEntry",
     "SharedLogError",
@@ -83,7 +88,9 @@ __all__ = [
     "SyncSummary",
     "SyncedDatabase",
     "TableInfo",
+    "TableRules",
     "TransientSharedLogError",
+    "UniqueConflict",
     "UnknownDeviceError",
     "UnsuitableTableError",
     "UnsyncedUpdate",

@@ -5,6 +5,8 @@
     SyncError                      base; .hint says what to do, .transient whether a retry may help
      +-- ConfigurationError        the database or the log is not set up for sync (run ``init``)
      |    +-- UnsuitableTableError a table cannot be synced as it is (key, missing table)
+     |    +-- SchemaChangedError   a synced table changed in a way sync cannot follow (gone, new key)
+     |    +-- RulesMismatchError   this device's conflict rules differ from the log's
      +-- ClockDriftError           a remote timestamp lies implausibly far in the future
      +-- InvalidEntryError         an entry from the shared log is malformed or names unsynced data
      +-- DoubleCreateError         two devices created the same key and merging is switched off
@@ -41,6 +43,14 @@ class ConfigurationError(SyncError):
 
 class UnsuitableTableError(ConfigurationError):
     """A table cannot be synced as it is, for example because its key is auto-incremented."""
+
+
+class SchemaChangedError(ConfigurationError):
+    """A synced table changed in a way sync cannot follow on its own: it is gone, or its key changed."""
+
+
+class RulesMismatchError(ConfigurationError):
+    """This device resolves conflicts on a table by other rules than the log's devices."""
 
 
 class ClockDriftError(SyncError):

@@ -28,7 +28,7 @@ from sqlalchemy import Connection
 from .capture.base import TableInfo
 from .clock import HybridLogicalClock
 from .codec import dumps
-from .errors import ConfigurationError, InvalidEntryError
+from .errors import ConfigurationError, InvalidEntryError, RulesMismatchError
 from .models import Json, LogEntry, OpName
 
 RULES_TABLE = "_sync_rules"
@@ -187,10 +187,6 @@ def log_rules(entries: Sequence[LogEntry]) -> LogEntry | None:
 def dropped_columns(entries: Sequence[LogEntry]) -> set[str]:
     """Columns any device declared dropped: a device that lacks one ignores its values."""
     return {str(c) for e in entries for c in (e.value or {}).get("dropped", ())}
-
-
-class RulesMismatchError(ConfigurationError):
-    """This device resolves conflicts on a table by other rules than the log's devices."""
 
 
 def check_agreement(

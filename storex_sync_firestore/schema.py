@@ -25,15 +25,11 @@ from sqlalchemy import Connection
 
 from . import client_log, quarantine, registry, resolutions
 from .capture.base import CaptureDialect, TableInfo
-from .errors import ConfigurationError
+from .errors import SchemaChangedError
 
 log = logging.getLogger(__name__)
 
 TOKEN_KEY = "schema_token"
-
-
-class SchemaChangedError(ConfigurationError):
-    """A synced table changed in a way sync cannot follow on its own."""
 
 
 def adapt_table(
