@@ -500,7 +500,12 @@ class _Pass:
         rule = f"unique ({', '.join(columns)}): {rules.on_conflict}"
         handler = rules.handler()
         if handler is not None:
-            decided = handler(UniqueConflict(table, columns, winner_pk, pk, dict(state), dict(kept)))
+            try:
+                decided = handler(UniqueConflict(table, columns, winner_pk, pk, dict(state), dict(kept)))
+            except Exception as exc:  # the application's code: set the row aside, keep syncing the rest
+                log.exception("the on_conflict function %s failed", rules.on_conflict)
+                self.refused[loser] = (f"the on_conflict function failed: {type(exc).__name__}: {exc}", True)
+                return
             if decided is not None and not any(decided.get(c, state.get(c)) != state.get(c) for c in columns):
                 self.refused[loser] = (f"the on_conflict function left {', '.join(columns)} unchanged", True)
                 return

@@ -313,7 +313,6 @@ def _reconcile(
             "reconciled_entries",
             histories=passed.histories,
             operations=passed.operations,
-            resolutions=passed.resolutions,
             device_id=run.device_id,
         )
         if run.single_batch:
@@ -353,9 +352,9 @@ def _reconcile_pass(
             return None
         tables = db.synced_tables(conn)
         now = run.now_ms()
-        histories, skipped = _applicable(conn, histories, tables, now)
+        histories, skipped, waiting = _applicable(conn, histories, tables, now)
         if not histories:
-            return _Passed([], [], ApplyResult(), [], skipped, 0)
+            return _Passed([], [], ApplyResult(), [], skipped, waiting)
         for table, pks in _by_table(histories).items():
             db.dialect.lock_rows(conn, tables[table], pks)
         # Changes the application committed before the locks are now captured: stamp them and read
@@ -368,16 +367,9 @@ def _reconcile_pass(
         def stamp() -> bool:
             return bool(client_log.stamp_pending(conn, db.dialect, tables, run.clock, run.device_id))
 
+        rules = db.table_rules(conn)
         context = constraints.PassContext(
-            conn,
-            db.dialect,
-            tables,
-            db.table_rules(conn),
-            run.clock,
-            run.device_id,
-            reconciler,
-            processor,
-            stamp,
+            conn, db.dialect, tables, rules, run.clock, run.device_id, reconciler, processor, stamp
         )
         db.dialect.silence(conn)
         outcome = constraints.reconcile_pass(context, histories)
@@ -388,44 +380,34 @@ def _reconcile_pass(
         resolutions.record(conn, outcome.resolutions, now)
         integrated = _settle(conn, outcome.histories, outcome.refused, now)
         db.save_clock(conn, run.clock)
-    set_aside = sum(
-        1
-        for h in outcome.histories
-        if h.object_key in outcome.refused
-        for e in h.entries
-        if e.needs_integration
-    )
-    return _Passed(
-        outcome.histories,
-        outcome.operations,
-        outcome.result,
-        outcome.resolutions,
-        integrated + skipped,
-        set_aside,
-    )
+    refused = [h for h in outcome.histories if h.object_key in outcome.refused]
+    set_aside = sum(1 for h in refused for e in h.entries if e.needs_integration)
+    passed = _Passed(outcome.histories, outcome.operations, outcome.result, outcome.resolutions)
+    passed.integrated, passed.set_aside = integrated + skipped, set_aside + waiting
+    return passed
 
 
 def _applicable(
     conn: Connection, histories: Sequence[ObjectHistory], tables: Mapping[str, TableInfo], now: int
-) -> tuple[list[ObjectHistory], int]:
+) -> tuple[list[ObjectHistory], int, int]:
     """The histories to reconcile: rule declarations are only kept (compared by ``policy``), and entries
-    for a table whose capture is off wait set aside until it is on again. Returns those and how many
-    entries were settled so."""
+    for a table whose capture is off wait set aside until it is on again. Returns those, and how many
+    entries were integrated and set aside so."""
     keep: list[ObjectHistory] = []
     declared: list[LogEntry] = []
+    parked = 0
     for h in histories:
         if h.table == policy.RULES_TABLE:
             declared.extend(h.entries)
         elif h.table not in tables:
             waiting = [e for e in h.entries if e.needs_integration]
-            quarantine.quarantine(
-                conn, waiting, f"table {h.table!r} is not synced on this device", now_ms=now, replayable=True
-            )
+            reason = f"table {h.table!r} is not synced on this device (capture is off)"
+            quarantine.quarantine(conn, waiting, reason, now_ms=now, replayable=True)
             client_log.remove(conn, waiting)
-            declared.extend(waiting)
+            parked += len(waiting)
         else:
             keep.append(h)
-    return keep, client_log.mark_integrated(conn, declared) if declared else 0
+    return keep, client_log.mark_integrated(conn, declared), parked
 
 
 def _written_meanwhile(
