@@ -5,15 +5,15 @@ documented rule (README, "Constraints, conflicts and migrations")."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storex_sync_firestore import MemorySharedLog
+from storex_sync_firestore import MemorySharedLog, RulesMismatchError, UniqueConflict
 from storex_sync_firestore.commands import database_status
-from storex_sync_firestore.policy import RulesMismatchError, UniqueConflict
 from storex_sync_firestore.shared_log.base import SharedSyncLog
 
 from .conftest import Device
@@ -65,6 +65,11 @@ def memory_devices(tmp_path: Path) -> Iterator[Devices]:
     devices = Devices(tmp_path, MemorySharedLog())
     yield devices
     devices.close()
+
+
+def later() -> None:
+    """Let the wall clock move on: writes in one millisecond would be ordered by device id instead."""
+    time.sleep(0.005)
 
 
 def settle(devices: list[Device], rounds: int = 2) -> None:
@@ -162,7 +167,9 @@ def test_a_parent_recreated_before_the_child_arrives_keeps_the_child(firestore_d
 def test_on_delete_set_null_clears_the_reference_instead(memory_devices: Devices) -> None:
     schema = """
     CREATE TABLE notes (id TEXT PRIMARY KEY, title TEXT);
-    CREATE TABLE comments (id TEXT PRIMARY KEY, note_id TEXT REFERENCES notes(id) ON DELETE SET NULL, body TEXT);
+    CREATE TABLE comments (
+        id TEXT PRIMARY KEY, note_id TEXT REFERENCES notes(id) ON DELETE SET NULL, body TEXT
+    );
     """
     a, b = memory_devices(2, schema, ["notes", "comments"])
     with_note([a, b])
@@ -171,6 +178,22 @@ def test_on_delete_set_null_clears_the_reference_instead(memory_devices: Devices
     settle([a, b])
     assert converged([a, b]) == {"notes": [], "comments": [("c1", None, "kept, unattached")]}
     assert rules_used([a, b]) == {("comments", '["c1"]', "foreign key: reference cleared")}
+
+
+def test_a_tree_in_one_table_follows_the_same_rule(memory_devices: Devices) -> None:
+    schema = "CREATE TABLE folders (id TEXT PRIMARY KEY, parent TEXT REFERENCES folders(id), name TEXT);"
+    a, b = memory_devices(2, schema, ["folders"])
+    a.sql("INSERT INTO folders VALUES ('root', NULL, 'root')")
+    a.sql("INSERT INTO folders VALUES ('f1', 'root', 'old')")
+    settle([a, b], 1)
+    a.sql("DELETE FROM folders WHERE id = 'f1'")
+    b.sql("INSERT INTO folders VALUES ('f2', 'f1', 'under old')")
+    b.sql("INSERT INTO folders VALUES ('f3', 'f2', 'deeper')")
+    settle([a, b])
+    assert converged([a, b]) == {"folders": [("root", None, "root")]}
+    (late,) = memory_devices(1, schema, ["folders"])
+    late.sync(reconcile_batch_size=1)
+    assert converged([a, late]) == {"folders": [("root", None, "root")]}
 
 
 def test_a_device_joining_later_replays_the_log_to_the_same_state(memory_devices: Devices) -> None:
@@ -211,6 +234,7 @@ def test_children_are_applied_after_their_parents_in_one_pass(memory_devices: De
 def test_two_devices_inserting_the_same_unique_value(firestore_devices: Devices, first: str) -> None:
     a, b = firestore_devices(2, USERS, ["users"])
     a.sql("INSERT INTO users VALUES ('u1', 'ann@example.com', 'Ann on a')")
+    later()
     b.sql("INSERT INTO users VALUES ('u2', 'ann@example.com', 'Ann on b')")  # later by the clock
     settle([a, b] if first == "earlier" else [b, a])
     # The rule: the row that claimed the value later loses; with delete-later it is deleted.
@@ -225,6 +249,7 @@ def test_the_later_claim_loses_even_when_the_row_is_older(memory_devices: Device
     b.sql("INSERT INTO users VALUES ('u2', 'old@example.com', 'Bo')")
     settle([a, b])
     a.sql("INSERT INTO users VALUES ('u1', 'ann@example.com', 'Ann')")
+    later()
     b.sql("UPDATE users SET email = 'ann@example.com' WHERE id = 'u2'")  # claimed after a's insert
     settle([a, b])
     assert converged([a, b]) == {"users": [("u1", "ann@example.com", "Ann")]}
@@ -233,6 +258,7 @@ def test_the_later_claim_loses_even_when_the_row_is_older(memory_devices: Device
 def test_clear_later_keeps_the_later_row_without_its_value(memory_devices: Devices) -> None:
     a, b = memory_devices(2, USERS, ["users"], on_conflict="clear-later")
     a.sql("INSERT INTO users VALUES ('u1', 'ann@example.com', 'Ann')")
+    later()
     b.sql("INSERT INTO users VALUES ('u2', 'ann@example.com', 'Ann again')")
     settle([b, a])
     assert converged([a, b]) == {"users": [("u1", "ann@example.com", "Ann"), ("u2", None, "Ann again")]}
@@ -246,10 +272,16 @@ def suffix_the_key(conflict: UniqueConflict) -> Mapping[str, Any]:
 def test_a_custom_on_conflict_function_decides(memory_devices: Devices) -> None:
     a, b = memory_devices(2, USERS, ["users"], on_conflict=suffix_the_key)
     a.sql("INSERT INTO users VALUES ('u1', 'ann@example.com', 'Ann')")
+    later()
     b.sql("INSERT INTO users VALUES ('u2', 'ann@example.com', 'Ann again')")
     settle([b, a])
-    assert converged([a, b])["users"] == [("u1", "ann@example.com", "Ann"), ("u2", "ann@example.com#u2", "Ann again")]
-    assert rules_used([a, b]) == {("users", '["u2"]', "unique (email): tests.test_constraints:suffix_the_key")}
+    assert converged([a, b])["users"] == [
+        ("u1", "ann@example.com", "Ann"),
+        ("u2", "ann@example.com#u2", "Ann again"),
+    ]
+    assert rules_used([a, b]) == {
+        ("users", '["u2"]', "unique (email): tests.test_constraints:suffix_the_key")
+    }
 
 
 def test_devices_with_different_rules_are_told_and_can_agree(memory_devices: Devices) -> None:
@@ -257,8 +289,9 @@ def test_devices_with_different_rules_are_told_and_can_agree(memory_devices: Dev
     a.sql("INSERT INTO users VALUES ('u1', 'ann@example.com', 'Ann')")
     a.sync()  # a declared delete-later first
     (b,) = memory_devices(1, USERS, ["users"], on_conflict="clear-later")
+    later()
     b.sql("INSERT INTO users VALUES ('u2', 'ann@example.com', 'Ann again')")
-    with pytest.raises(RulesMismatchError, match="clear-later.*delete-later") as told:
+    with pytest.raises(RulesMismatchError, match=r"clear-later.*delete-later") as told:
         b.sync()
     assert "--on-conflict delete-later" in str(told.value.hint)
     assert b.rows("users") == [("u2", "ann@example.com", "Ann again")]  # nothing reconciled meanwhile
@@ -276,6 +309,7 @@ def test_a_check_only_the_merged_row_violates(firestore_devices: Devices) -> Non
     a.sql("INSERT INTO ranges VALUES ('r', 1, 10)")
     settle([a, b], 1)
     a.sql("UPDATE ranges SET lo = 5 WHERE id = 'r'")  # fine on a: 5 <= 10
+    later()
     b.sql("UPDATE ranges SET hi = 3 WHERE id = 'r'")  # fine on b: 1 <= 3, and later by the clock
     settle([a, b])
     # The merge (5, 3) breaks the CHECK: the later change (b's hi = 3) loses, hi is 10 again.
@@ -297,9 +331,44 @@ def test_status_lists_the_last_resolutions(memory_devices: Devices) -> None:
     a, b = memory_devices(2, USERS, ["users"])
     a.db.update_state(log="memory://")
     a.sql("INSERT INTO users VALUES ('u1', 'ann@example.com', 'Ann')")
+    later()
     b.sql("INSERT INTO users VALUES ('u2', 'ann@example.com', 'Ann again')")
     settle([b, a])
     info = database_status(a.db)
     assert info["resolved"] == 1
     (last,) = info["resolutions"]
     assert (last["table"], last["pk"], last["rule"]) == ("users", ["u2"], "unique (email): delete-later")
+
+
+def test_the_cli_sets_the_rule_and_shows_the_resolutions(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from storex_sync_firestore import FilesystemSharedLog
+    from storex_sync_firestore.cli import cli
+
+    folder = tmp_path / "log"
+    devices = Devices(tmp_path, FilesystemSharedLog(folder))
+    try:
+        a, b = devices(2, USERS, ["users"])
+        runner = CliRunner()
+        for device in (a, b):
+            device.db.update_state(log=str(folder))
+            url = f"sqlite:///{device.path}"
+            done = runner.invoke(
+                cli, ["init", "--db", url, "--tables", "users", "--on-conflict", "clear-later"]
+            )
+            assert done.exit_code == 0, done.output
+        a.sql("INSERT INTO users VALUES ('u1', 'ann@example.com', 'Ann')")
+        later()
+        b.sql("INSERT INTO users VALUES ('u2', 'ann@example.com', 'Ann again')")
+        synced = runner.invoke(cli, ["sync", "--db", f"sqlite:///{a.path}"])
+        assert synced.exit_code == 0 and "resolved" not in synced.output, synced.output
+        synced = runner.invoke(cli, ["sync", "--db", f"sqlite:///{b.path}"])
+        assert synced.exit_code == 0 and "resolved 1 (see status)" in synced.output
+        shown = runner.invoke(cli, ["status", "--db", f"sqlite:///{b.path}"]).output
+        assert 'users ["u2"] unique (email): clear-later' in shown
+        info = json.loads(runner.invoke(cli, ["status", "--db", f"sqlite:///{b.path}", "--json"]).output)
+        assert info["resolutions"][0]["rule"] == "unique (email): clear-later"
+        assert b.rows("users") == [("u1", "ann@example.com", "Ann"), ("u2", None, "Ann again")]
+    finally:
+        devices.close()

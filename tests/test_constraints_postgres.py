@@ -3,6 +3,7 @@ SQLite devices: the same races and the same rules as ``test_constraints``."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,11 @@ def make(postgres_urls: Any, tmp_path: Path) -> Iterator[Made]:
     yield device
     for d in made:
         d.close()
+
+
+def later() -> None:
+    """Let the wall clock move on: writes in one millisecond would be ordered by device id instead."""
+    time.sleep(0.005)
 
 
 def settle(devices: list[Any], rounds: int = 2) -> None:
@@ -146,6 +152,7 @@ def test_two_devices_inserting_the_same_unique_value(make: Made, first: str) -> 
     log = MemorySharedLog()
     a, b = make(log, USERS, ["users"]), make(log, USERS, ["users"])
     a.sql("INSERT INTO users VALUES ('u1', 'sku-1', 'first')")
+    later()
     b.sql("INSERT INTO users VALUES ('u2', 'sku-1', 'second')")
     settle([a, b] if first == "earlier" else [b, a])
     assert converged([a, b], ["users"]) == {"users": [("u1", "sku-1", "first")]}
@@ -159,6 +166,7 @@ def test_a_check_only_the_merged_row_violates(make: Made) -> None:
     a.sql("INSERT INTO ranges VALUES ('r', 1, 10)")
     settle([a, b], 1)
     a.sql("UPDATE ranges SET lo = 5 WHERE id = 'r'")
+    later()
     b.sql("UPDATE ranges SET hi = 3 WHERE id = 'r'")  # later by the clock: it loses
     settle([a, b])
     assert converged([a, b], ["ranges"]) == {"ranges": [("r", 5, 10)]}

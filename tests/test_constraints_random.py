@@ -3,6 +3,7 @@ a device joining at the end, converge to the same valid tables."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from typing import Any
 
@@ -43,17 +44,16 @@ def write(device: Device, kind: str, key: str, value: Any) -> None:
         ),
         "rename": ("UPDATE authors SET name = ? WHERE id = ?", (f"n{value}", key)),
         "book": (
-            "INSERT INTO books VALUES (?, ?, 't') ON CONFLICT (id) DO UPDATE SET author_id = excluded.author_id",
+            "INSERT INTO books VALUES (?, ?, 't') "
+            "ON CONFLICT (id) DO UPDATE SET author_id = excluded.author_id",
             (key, value),
         ),
         "drop author": ("DELETE FROM authors WHERE id = ?", (key,)),
         "drop book": ("DELETE FROM books WHERE id = ?", (key,)),
     }
     statement, params = statements[kind]
-    try:
+    with contextlib.suppress(sqlite3.IntegrityError):
         device.app.execute(statement, params)
-    except sqlite3.IntegrityError:
-        pass
 
 
 def sync_until_quiet(devices: list[Device], order: list[int]) -> None:

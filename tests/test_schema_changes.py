@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from storex_sync_firestore import FilesystemSharedLog
+from storex_sync_firestore import FilesystemSharedLog, SchemaChangedError
 from storex_sync_firestore.cli import cli
-from storex_sync_firestore.schema import SchemaChangedError
 from storex_sync_firestore.testing.postgres import (  # noqa: F401
     postgres_server_fixture,
     postgres_url_fixture,
@@ -156,13 +155,17 @@ def test_a_renamed_table_is_followed_and_renaming_it_back_too(make: Make) -> Non
     b.sql("INSERT INTO notes VALUES ('n3', 'three', NULL)")
     settle([a, b])
     late = make("CREATE TABLE memos (id TEXT PRIMARY KEY, title TEXT, body TEXT);", tables=())
-    late.db.enable_sync(["memos"], shared_as={"memos": "notes"})  # joins under the log's name
+    run("init", "--db", db_url(late), "--tables", "memos:notes")  # joins under the log's name
     settle([late, a, b])
-    assert identical([a, b]) == rows(late, "memos") == [
-        ("n1", "one", "from b"),
-        ("n2", "two", None),
-        ("n3", "three", None),
-    ]
+    assert (
+        identical([a, b])
+        == rows(late, "memos")
+        == [
+            ("n1", "one", "from b"),
+            ("n2", "two", None),
+            ("n3", "three", None),
+        ]
+    )
 
 
 def test_a_synced_table_gone_stops_sync_with_the_fix(make: Make) -> None:
