@@ -130,6 +130,7 @@ class SyncedDatabase:
         drop a column they name), your statements run, and sync adapts as it would at the start of a sync
         (new columns captured and shared, renames followed) before capture is back, so that no write
         of any other session falls between. ``tables`` (default: all synced) are the ones you change.
+        Rename a table with a plain ``ALTER TABLE ... RENAME`` instead: sync finds it by its triggers.
         """
         with self.transaction() as conn:
             known = {n: r for n, r in registry.load(conn).items() if not r.disabled}

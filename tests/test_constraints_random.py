@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -67,16 +68,18 @@ def sync_until_quiet(devices: list[Device], order: list[int]) -> None:
     raise AssertionError("the devices kept changing: sync does not settle")
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("on_conflict", ["delete-later", "clear-later"])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=st.lists(action, min_size=1, max_size=30), order=st.permutations([0, 1, 2]))
 def test_random_histories_converge_under_the_constraints(
-    tmp_path_factory: Any, history: list[tuple[str, int, str, Any]], order: list[int]
+    tmp_path_factory: Any, history: list[tuple[str, int, str, Any]], order: list[int], on_conflict: str
 ) -> None:
     log = MemorySharedLog()
     folder = tmp_path_factory.mktemp("c")
     devices = [Device(folder / f"d{i}.db", log, "alice", SCHEMA, TABLES) for i in range(3)]
     try:
         for device in devices:
+            device.db.enable_sync(TABLES, on_conflict=on_conflict)
             device.app.execute("PRAGMA foreign_keys = ON")
         for kind, who, key, value in history:
             if kind == "sync":
@@ -85,6 +88,7 @@ def test_random_histories_converge_under_the_constraints(
                 write(devices[who], kind, key, value)
         sync_until_quiet(devices, order)
         late = Device(folder / "late.db", log, "alice", SCHEMA, TABLES)
+        late.db.enable_sync(TABLES, on_conflict=on_conflict)
         devices.append(late)
         late.sync(reconcile_batch_size=1)
         state = devices[0].snapshot()

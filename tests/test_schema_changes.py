@@ -85,23 +85,27 @@ def identical(devices: list[Any], table: str = "notes") -> list[tuple[Any, ...]]
     return first
 
 
-def test_a_column_added_on_one_device_is_captured_and_shared(make: Make) -> None:
+@pytest.mark.parametrize("column", ["TEXT", "TEXT NOT NULL DEFAULT 'none'"])
+def test_a_column_added_on_one_device_is_captured_and_shared(make: Make, column: str) -> None:
     a, b = make(), make()
     a.sql("INSERT INTO notes VALUES ('n1', 'one', NULL)")
     settle([a, b])
-    a.sql("ALTER TABLE notes ADD COLUMN extra TEXT")
+    a.sql(f"ALTER TABLE notes ADD COLUMN extra {column}")
     a.sql("UPDATE notes SET extra = 'written before sync knew the column' WHERE id = 'n1'")
     a.sql("INSERT INTO notes VALUES ('n2', 'two', NULL, 'new row')")
     a.sync()  # notices the column at its start: captured from now on, the value written meanwhile shared
     b.sync()
     # b lacks the column: a's entries wait, with the fix in the reason (before, they were lost silently)
     assert any("extra" in r and "init --db" in r for r in set_aside(b))
-    b.sql("ALTER TABLE notes ADD COLUMN extra TEXT")
+    b.sql("INSERT INTO notes VALUES ('n3', 'three', NULL)")  # reaches a, which fills in its default
+    b.sql(f"ALTER TABLE notes ADD COLUMN extra {column}")
     run("init", "--db", db_url(b))  # alone: the schema is followed and the entries set aside replayed
     settle([a, b])
+    default = None if column == "TEXT" else "none"
     assert identical([a, b]) == [
         ("n1", "one", None, "written before sync knew the column"),
         ("n2", "two", None, "new row"),
+        ("n3", "three", None, default),
     ]
 
 
