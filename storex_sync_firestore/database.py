@@ -57,7 +57,7 @@ class SyncedDatabase:
                     {"n": info.name, "i": json.dumps(info.as_json())},
                 )
             # Entries set aside because this database lacked a table or column may fit now: back they go.
-            ids, entries = quarantine.replayable(conn, self._load_tables(conn))
+            ids, entries = quarantine.replayable(conn, self._load_tables(conn), self.dialect)
             client_log.insert_received(conn, entries, wall_clock_ms())
             quarantine.forget(conn, ids)
         self._tables = None

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Connection, text
 
-from .capture.base import QUARANTINE_TABLE, TableInfo
+from .capture.base import QUARANTINE_TABLE, CaptureDialect, TableInfo
 from .codec import JsonSerializer, dumps, entry_from_payload, entry_payload
 from .errors import InvalidEntryError
 from .models import LogEntry, SharedEntry
@@ -77,7 +77,20 @@ def quarantine_raw(
     )
 
 
-def replayable(conn: Connection, tables: Mapping[str, TableInfo]) -> tuple[list[int], list[LogEntry]]:
+def quarantine_captured(conn: Connection, table: str, key: str, reason: str, now_ms: int) -> None:
+    """Set aside a local change that cannot travel, before it is stamped (so it has no clock yet)."""
+    conn.execute(
+        text(
+            f"INSERT INTO {QUARANTINE_TABLE} (direction, tbl, pk, reason, created_ms) "
+            "VALUES ('outgoing', :t, :k, :r, :now)"
+        ),
+        {"t": table, "k": key, "r": reason, "now": now_ms},
+    )
+
+
+def replayable(
+    conn: Connection, tables: Mapping[str, TableInfo], dialect: CaptureDialect
+) -> tuple[list[int], list[LogEntry]]:
     """Set-aside incoming entries that the synced tables accept now: their ids and the entries.
 
     Only default-serialized (JSON) payloads can be read back; others stay set aside.
@@ -94,7 +107,7 @@ def replayable(conn: Connection, tables: Mapping[str, TableInfo]) -> tuple[list[
     for row_id, device_id, hlc, payload in rows:
         try:
             entry = entry_from_payload(serializer.loads(str(payload)), device_id=str(device_id), hlc=int(hlc))
-            validate_entry(entry, tables)
+            entry = validate_entry(entry, tables, dialect)
         except (InvalidEntryError, ValueError, TypeError, RecursionError):
             continue
         ids.append(int(row_id))

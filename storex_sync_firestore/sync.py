@@ -149,7 +149,7 @@ def _decode(
             raise InvalidEntryError("dropped by the post_receive hook")
         entry = processed
     try:
-        validate_entry(entry, run.db.synced_tables())
+        entry = validate_entry(entry, run.db.synced_tables(), run.db.dialect)
     except InvalidEntryError as exc:
         raise _NotSyncedHereError(str(exc)) from exc
     run.clock.check(entry.hlc)

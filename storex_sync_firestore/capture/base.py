@@ -9,7 +9,6 @@ package speaks only to this interface, so SQLite and PostgreSQL sit side by side
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,7 +17,8 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, text
 
-from ..codec import dumps
+from ..codec import dumps, loads
+from ..models import Json
 
 ValueKind = Literal[
     "any",
@@ -190,8 +190,19 @@ class CaptureDialect(ABC):
             ),
             {"after": after, "limit": limit},
         ).all()
-        # Keys are compared as text across devices and dialects: store them canonical.
-        captured = [Captured(int(r[0]), r[1], dumps(json.loads(r[2])), r[3], r[4], int(r[5])) for r in rows]
+        # The trigger wrote JSON text; the log holds the one canonical encoding of it (keys are compared
+        # as text, and the stored text is what goes on the wire).
+        captured = [
+            Captured(
+                int(r[0]),
+                r[1],
+                dumps(loads(r[2])),
+                r[3],
+                None if r[4] is None else dumps(loads(r[4])),
+                int(r[5]),
+            )
+            for r in rows
+        ]
         return [c.seq for c in captured], captured
 
     def forget_captured(self, conn: Connection, seqs: Sequence[int]) -> None:
@@ -220,6 +231,14 @@ class CaptureDialect(ABC):
         """Turn a decoded wire value into the parameter ``column`` should receive.
 
         Raise ``ValueError`` when the column cannot hold the value: the entry is set aside, never altered.
+        """
+
+    @abstractmethod
+    def canonical_key(self, column: ColumnInfo, value: Json) -> Json:
+        """A received key value in the wire form this database's own capture gives the row it names.
+
+        Two entries for one row must be one object in the client log, whatever JSON type a key arrived
+        in. Raise ``ValueError`` (or ``InvalidEntryError``) when ``column`` cannot hold the value.
         """
 
     def lock_rows(  # noqa: B027 - optional hook: most dialects have nothing to lock
