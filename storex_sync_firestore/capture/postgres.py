@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -54,7 +55,6 @@ LOCK_PATIENCE_S = 2.0
 LOCK_NOT_AVAILABLE = "55P03"
 
 _INT_BITS = {"smallint": 16, "integer": 32, "bigint": 64}
-_FLOAT4_MAX = 3.4028234663852886e38
 _NUMERIC_TYPMOD = re.compile(r"numeric\((\d+)(?:,(-?\d+))?\)")
 _OFFSET = re.compile(r"([+-]\d\d(:\d\d)*|Z)( BC)?$")
 _NOT_SYNCABLE = re.compile(r"^(_sync_|pg_)")
@@ -288,9 +288,14 @@ def _to_float(column: ColumnInfo, value: Any) -> Any:
     result = float(value)
     if isinstance(value, int) and int(result) != value:
         raise _refuse(column, value, "a float would round this integer")
-    if column.type == "real" and math.isfinite(result) and abs(result) > _FLOAT4_MAX:
+    if column.type == "real" and math.isfinite(result) and math.isinf(_as_float4(result)):
         raise _refuse(column, value, "out of range for real")
     return result
+
+
+def _as_float4(value: float) -> float:
+    """The nearest float4, as PostgreSQL rounds a float8 into a real column (inf when it overflows)."""
+    return float(struct.unpack("f", struct.pack("f", value))[0])
 
 
 def _to_decimal(column: ColumnInfo, value: Any) -> Any:
