@@ -5,7 +5,9 @@ digits, JSON spacing and microseconds."""
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,7 +45,8 @@ VALUES = [
     "NULL, false, 0, -1, '', '-1 year', '{}')",
     "('r3', '1999-12-31 23:59:59.999999-12', '0001-01-01 00:00:00', 'infinity', 'Infinity', 0, 5e-324, "
     "'NaN', 'null', '[]', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
-    "('r4', NULL, NULL, NULL, 0.000000000000000000001, NULL, 'NaN', 3.4028235e38, '{}', NULL, NULL, NULL, "
+    "('r4', '12345-01-01 00:00+00', '-infinity', '12345-06-07', 0.000000000000000000001, NULL, 'NaN', "
+    "3.4028235e38, '{}', NULL, NULL, NULL, "
     "NULL, NULL, NULL, NULL, NULL, NULL)",
 ]
 
@@ -124,6 +127,37 @@ def test_updates_that_only_flip_the_sign_of_zero_are_captured(shops: Callable[..
     a.sql("UPDATE items SET f = '-0' WHERE id = 'z'")
     sync_rounds([a, b])
     assert b.query("SELECT f::text FROM items") == [("-0",)]
+
+
+def test_a_value_set_aside_for_its_column_is_applied_after_a_migration(
+    shops: Callable[..., PgDevice],
+) -> None:
+    log = MemorySharedLog()
+    a, b = (shops(log=log, schema="CREATE TABLE items (id text PRIMARY KEY, d date)") for _ in range(2))
+    a.sql("INSERT INTO items (id, d) VALUES ('r', 'infinity'), ('s', '2024-05-01')")
+    from .pg_devices import SqliteDevice  # a SQLite writer holds any text in a DATE column
+
+    lite = SqliteDevice(
+        Path(tempfile.mkdtemp()) / "s.db",
+        log,
+        "CREATE TABLE items (id TEXT PRIMARY KEY, d DATE)",
+        ["items"],
+        user_id="shopco",
+    )
+    lite.sql("INSERT INTO items VALUES ('t', '31/12/2024')")
+    sync_rounds([a, lite, b])
+    assert b.query("SELECT id, d::text FROM items ORDER BY id") == [("r", "infinity"), ("s", "2024-05-01")]
+    assert [(r[1], r[2]) for r in set_aside(b)] == [("items", '["t"]')]
+    b.sql("ALTER TABLE items ALTER COLUMN d TYPE text")
+    b.db.enable_sync(["items"])
+    b.sync()
+    assert b.query("SELECT id, d FROM items ORDER BY id") == [
+        ("r", "infinity"),
+        ("s", "2024-05-01"),
+        ("t", "31/12/2024"),
+    ]
+    assert set_aside(b) == []
+    lite.close()
 
 
 # --- keys: one object per row, or refused ---------------------------------------------------------------
