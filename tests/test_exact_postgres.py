@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from storex_sync_firestore import HybridLogicalClock, MemorySharedLog, UnsuitableTableError
+from storex_sync_firestore.clock import wall_clock_ms
 from storex_sync_firestore.models import SharedEntry
 from storex_sync_firestore.testing.postgres import (  # noqa: F401
     postgres_server_fixture,
@@ -193,7 +194,7 @@ SAME_KEY = [
 
 def foreign(log: MemorySharedLog, payloads: list[dict[str, Any]], user_id: str = "shopco") -> None:
     device = log.create_device_id(user_id=user_id)
-    clock = HybridLogicalClock()
+    clock = HybridLogicalClock(now_ms=lambda: wall_clock_ms() - 60_000)  # a minute older than the test's
     entries = [SharedEntry(device, clock.stamp(), json.dumps(p)) for p in payloads]
     log.write_entries(entries, user_id=user_id, device_id=device)
 
