@@ -208,7 +208,9 @@ class SQLiteCapture(CaptureDialect):
 
     def create_sync_tables(self, conn: Connection) -> None:
         conn.exec_driver_sql(CAPTURE_DDL)
-        for statement in sync_tables_ddl(serial="INTEGER PRIMARY KEY", bigint="INTEGER", key_text="TEXT"):
+        for statement in sync_tables_ddl(
+            serial="INTEGER PRIMARY KEY", bigint="INTEGER", key_text="TEXT", blob="BLOB"
+        ):
             conn.exec_driver_sql(statement)
 
     def reflect_table(self, conn: Connection, name: str) -> TableInfo:
@@ -285,7 +287,7 @@ class SQLiteCapture(CaptureDialect):
                 if op == "delete":
                     captured.append(Captured(seq, name, pk, op, None, wall_ms))
                 elif found and op == "create":
-                    captured.append(Captured(seq, name, pk, op, full, wall_ms))
+                    captured.append(Captured(seq, name, pk, op, dumps(json.loads(full)), wall_ms))
                 elif found:
                     values = json.loads(full)
                     picked = {n: values[n] for i, n in enumerate(names) if _changed(changed, i)}
