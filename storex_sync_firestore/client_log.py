@@ -22,6 +22,7 @@ from sqlalchemy import Connection, text
 from .capture.base import CAPTURE_TABLE, LOG_TABLE, OUTBOX_TABLE, QUARANTINE_TABLE, CaptureDialect, TableInfo
 from .clock import HybridLogicalClock
 from .codec import JsonSerializer, Serializer, dumps, entry_payload
+from .encryption import DataKey
 from .models import LogEntry, StoredBatch
 from .quarantine import quarantine
 from .reconcile import ObjectHistory, retained_keys
@@ -114,6 +115,8 @@ class Signer:
     user_id: str
     device_id: str
     key: DeviceKey
+    cipher: DataKey | None = None
+    """The encrypted log's data key: batches are sealed with it (None: the log is not encrypted)."""
 
 
 def planned(conn: Connection) -> PlannedUpload | None:
@@ -238,7 +241,11 @@ def _fitting(lines: list[fmt.Line], signer: Signer, budget: int) -> tuple[str, d
     n = len(lines)
     while n:
         batch_id, fields = fmt.encode_batch(
-            lines[:n], user_id=signer.user_id, device_id=signer.device_id, key=signer.key
+            lines[:n],
+            user_id=signer.user_id,
+            device_id=signer.device_id,
+            key=signer.key,
+            cipher=signer.cipher,
         )
         stored = len(fields[fmt.F_PAYLOAD])
         if stored <= budget:

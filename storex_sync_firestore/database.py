@@ -18,6 +18,7 @@ from . import client_log, quarantine
 from .capture import CaptureDialect, TableInfo, capture_for
 from .capture.base import STATE_TABLE, SYNC_SCHEMA_VERSION, TABLES_TABLE
 from .clock import HybridLogicalClock, wall_clock_ms
+from .encryption import DataKey
 from .errors import ConfigurationError
 from .signing import DeviceKey
 
@@ -152,6 +153,11 @@ class SyncedDatabase:
                 hint="run 'storex-sync init --db URL' (or register_device()) once to re-register it",
             )
         return DeviceKey.from_hex(str(seed))
+
+    def data_key(self, conn: Connection) -> DataKey | None:
+        """The encrypted log's data key this device holds, or None when its log is not encrypted."""
+        hexed = self.get_state(conn, "data_key")
+        return DataKey.from_hex(str(hexed)) if hexed else None
 
     def load_clock(self, conn: Connection, clock: HybridLogicalClock) -> HybridLogicalClock:
         """Restore the persisted clock position into ``clock`` (which carries the time source)."""

@@ -1,4 +1,5 @@
-"""Device ids: registering this database as a device of a user in the shared log, once."""
+"""Device ids: registering this database as a device of a user in the shared log, once; and joining
+an encrypted log with its passphrase."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from datetime import datetime
 
 from . import client_log
 from .database import SyncedDatabase
-from .errors import UnknownDeviceError
+from .encryption import DataKey, unwrap, wrap
+from .errors import ConfigurationError, UnknownDeviceError
 from .shared_log.base import SharedSyncLog
 from .signing import DeviceKey
 
@@ -56,3 +58,56 @@ def register_device(
         if log_url is not None:
             db.set_state(conn, "log", log_url)
     return device_id
+
+
+def create_log_key(
+    db: SyncedDatabase, shared_log: SharedSyncLog, *, user_id: str, passphrase: str
+) -> DataKey:
+    """Turn encryption on for ``user_id``'s log from its first device (``db``, already registered).
+
+    Refused when the log already holds unencrypted batches: they would be unreadable for the devices
+    that now expect sealed ones, and mixing would leave plaintext in the log. If another device created
+    the key meanwhile, that key is unwrapped with ``passphrase`` instead.
+    """
+    probe = shared_log.get_unsynced_batches(user_id=user_id, device_id=db.state()["device_id"], batch_size=1)
+    if any("enc" not in b.fields for b in probe.batches):
+        raise ConfigurationError(
+            "this shared log already holds unencrypted batches; encryption starts with a new log",
+            hint="choose a new --log (or a new root: firestore://PROJECT/ROOT) for the encrypted log",
+        )
+    key = DataKey.generate()
+    if shared_log.put_key_record(user_id=user_id, record=wrap(key, passphrase, user_id=user_id)):
+        return key
+    record = shared_log.get_key_record(user_id=user_id)  # another device was first
+    if record is None:
+        raise ConfigurationError("the shared log's key record vanished", hint="run the command again")
+    return unwrap(record, passphrase, user_id=user_id)
+
+
+def use_encryption(db: SyncedDatabase, key: DataKey) -> None:
+    """Remember the log's data key in the database: this device now seals and opens every payload.
+
+    The key is kept in ``_sync_state`` beside the signing key, protected as the database file is.
+    """
+    with db.transaction() as conn:
+        known = db.get_state(conn, "data_key")
+        if known and DataKey.from_hex(str(known)).key_id != key.key_id:
+            raise ConfigurationError(
+                "this database already holds another log's data key",
+                hint="a database belongs to one log; register it afresh ('storex-sync init --new-device')",
+            )
+        db.set_state(conn, "data_key", key.key.hex())
+
+
+def change_passphrase(shared_log: SharedSyncLog, *, user_id: str, old: str, new: str) -> None:
+    """Rewrap the log's data key with a new passphrase: one document; nothing is re-encrypted."""
+    record = shared_log.get_key_record(user_id=user_id)
+    if record is None:
+        raise ConfigurationError("this shared log is not encrypted", hint="turn it on with 'init --encrypt'")
+    key = unwrap(record, old, user_id=user_id)
+    if not shared_log.put_key_record(
+        user_id=user_id, record=wrap(key, new, user_id=user_id), replaces=key.key_id
+    ):
+        raise ConfigurationError(
+            "the key record changed while the passphrase was being changed", hint="run the command again"
+        )

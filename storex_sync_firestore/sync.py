@@ -26,6 +26,8 @@ from .capture.base import TableInfo
 from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, dumps
 from .database import SyncedDatabase
+from .encryption import DataKey
+from .errors import ConfigurationError
 from .events import SyncEvents
 from .models import LogEntry, Operation, SyncSummary, WriteResult
 from .reconcile import ObjectHistory, Reconciler, reconcile_sync_log
@@ -110,6 +112,7 @@ def do_sync(
         device_id = device_id or db.device_id(conn)
         user_id = user_id or db.get_state(conn, "user_id") or ""
         key = db.signing_key(conn)
+        cipher = db.data_key(conn)
         run = _Run(
             db, shared_log, user_id, device_id,
             db.load_clock(conn, clock or HybridLogicalClock()),
@@ -117,6 +120,7 @@ def do_sync(
         )  # fmt: skip
         client_log.stamp_pending(conn, db.dialect, db.synced_tables(conn), run.clock, device_id)
         db.save_clock(conn, run.clock)
+    check_encryption(shared_log, user_id, cipher)
     serializer = serializer or JsonSerializer()
     if "receive" in stages:
         run.summary.stages.append("receive")
@@ -129,6 +133,7 @@ def do_sync(
             serializer,
             post_receive,
             now_ms,
+            cipher,
         )
         if not _receive(run, verifier, download_batch_size):
             return run.summary
@@ -136,7 +141,7 @@ def do_sync(
         run.summary.stages.append("share")
         limits = [b for b in (upload_batch_byte_limit, shared_log.max_batch_bytes) if b]
         max_stored = min(limits, default=DEFAULT_MAX_BATCH_BYTES)
-        signer = client_log.Signer(user_id, device_id, key)
+        signer = client_log.Signer(user_id, device_id, key, cipher)
         if not _share(run, signer, serializer, pre_send, upload_batch_size, max_stored):
             return run.summary
     if "reconcile" in stages:
@@ -148,6 +153,29 @@ def do_sync(
             client_log.prune(conn, int(db.get_state(conn, "pruned_upto") or 0))
             db.set_state(conn, "pruned_upto", client_log.prune_mark(conn))
     return run.summary
+
+
+def check_encryption(shared_log: SharedSyncLog, user_id: str, cipher: DataKey | None) -> None:
+    """Refuse to mix: an encrypted log takes only sealed batches, and a plain one only plain batches.
+
+    One read per sync: another device may have turned encryption on since this one last synced.
+    """
+    record = shared_log.get_key_record(user_id=user_id)
+    if record is not None and cipher is None:
+        raise ConfigurationError(
+            "the shared log is encrypted and this database has no key for it: nothing was read or written",
+            hint="run 'storex-sync init --encrypt --db URL' with the log's passphrase",
+        )
+    if record is None and cipher is not None:
+        raise ConfigurationError(
+            "this database encrypts, but its shared log has no key record: nothing was read or written",
+            hint="check --log (the log may have been reset); restore the key record or start a new log",
+        )
+    if record is not None and cipher is not None and record.get("kid") != cipher.key_id:
+        raise ConfigurationError(
+            "the shared log is encrypted with another key than this database holds",
+            hint="a database belongs to one log; re-register it ('storex-sync init --new-device --encrypt')",
+        )
 
 
 def _receive(run: _Run, verifier: Verifier, batch_size: int | None) -> bool:

@@ -29,6 +29,7 @@ from datetime import datetime
 from .capture.base import TableInfo
 from .clock import wall_ms_of
 from .codec import JsonSerializer, Serializer, decode_value, dumps, entry_from_payload, entry_payload
+from .encryption import DataKey
 from .errors import InvalidEntryError
 from .models import DeviceInfo, Json, LogEntry, StoredBatch
 from .shared_log import format as fmt
@@ -83,6 +84,7 @@ class Verifier:
     serializer: Serializer = field(default_factory=JsonSerializer)
     post_receive: PostReceive | None = None
     now_ms: Callable[[], int] | None = None
+    cipher: DataKey | None = None
     _devices: dict[str, DeviceInfo | None] = field(default_factory=dict)
 
     def check(self, batches: Sequence[StoredBatch]) -> Checked:
@@ -114,6 +116,8 @@ class Verifier:
             raise fmt.RejectedBatchError("the document is not a set of fields")
         version = fmt.version_of(batch.fields)
         claimed = fmt.claimed_device(batch.fields)
+        if version == fmt.LEGACY_VERSION and self.cipher is not None:
+            raise fmt.RejectedBatchError("an unencrypted (v1) batch in an encrypted log")
         if version == fmt.LEGACY_VERSION:
             info = None if claimed == self.device_id else self.device(claimed)
             if info is None or info.public_key is not None:
@@ -126,7 +130,7 @@ class Verifier:
                     )
                 )
             return fmt.open_v1(batch.batch_id, batch.fields)
-        message = fmt.check_v2(batch.batch_id, batch.fields, user_id=self.user_id)
+        message = fmt.check_v2(batch.batch_id, batch.fields, user_id=self.user_id, cipher=self.cipher)
         signature = batch.fields[fmt.F_SIGNATURE]
         if claimed == self.device_id:
             if verify(self.key.public_key, message, signature):
@@ -141,7 +145,7 @@ class Verifier:
             raise fmt.RejectedBatchError(f"the batch was shared before device {claimed!r} was registered")
         if not verify(info.public_key, message, signature):
             raise fmt.RejectedBatchError(f"the signature is not device {claimed!r}'s (forged or altered)")
-        return fmt.open_v2(batch.batch_id, batch.fields)
+        return fmt.open_v2(batch.batch_id, batch.fields, user_id=self.user_id, cipher=self.cipher)
 
     def entry(self, batch: fmt.OpenedBatch, line: fmt.Line, shared_on: datetime | None) -> LogEntry:
         """Check one entry of a verified batch and build it."""

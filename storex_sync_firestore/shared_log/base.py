@@ -70,6 +70,32 @@ class SharedSyncLog(Protocol):
         """
         ...
 
+    def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
+        """See :class:`KeyRecords`."""
+        ...
+
+    def put_key_record(self, *, user_id: str, record: Mapping[str, Any], replaces: str | None = None) -> bool:
+        """See :class:`KeyRecords`."""
+        ...
+
+
+class KeyRecords(Protocol):
+    """Where a log keeps its wrapped data key, for end-to-end encryption (part of ``SharedSyncLog``)."""
+
+    def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
+        """The log's key record (the data key wrapped by the passphrase), or None: not encrypted."""
+        ...
+
+    def put_key_record(self, *, user_id: str, record: Mapping[str, Any], replaces: str | None = None) -> bool:
+        """Store the key record; its fields are kept untouched (str, int, bytes).
+
+        With ``replaces=None``, create it if the log has none and return True; return False when another
+        device created one first (then read that one). Otherwise replace the stored record if its key id
+        (``kid``) is ``replaces`` (a passphrase change: the same key, rewrapped) and return True; False if
+        the stored record is another key's.
+        """
+        ...
+
 
 def entry_count(fields: Mapping[str, Any]) -> int:
     """A batch's entry count for paging, from its (untrusted) ``count`` field: at least 1."""

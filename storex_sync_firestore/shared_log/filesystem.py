@@ -5,6 +5,7 @@ Layout, per user (ids are percent-encoded into file names)::
     {folder}/{user}/.lock                               flock(2) taken to append a batch or register a device
     {folder}/{user}/devices/{device}.json               registry: created_at, shared_until
     {folder}/{user}/markers/{device}.json               read marker: the last batch seq this device stored
+    {folder}/{user}/key.json                            the wrapped data key of an encrypted log
     {folder}/{user}/batches/{seq:012d}_{batchId}.batch          a batch (format v2, see below)
     {folder}/{user}/batches/{seq:012d}_{device}_{first:016x}_{last:016x}_{count}.json   one of 0.1.x (v1)
 
@@ -30,10 +31,11 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 from ..errors import ConfigurationError, UnknownDeviceError
@@ -272,6 +274,26 @@ class FilesystemSharedLog(SharedSyncLog):
                 json.dumps({"seq": target}).encode(),
             )
         return WriteResult(1)
+
+    def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
+        data = _read_json(self._user_dir(user_id) / "key.json")
+        if data is None:
+            return None
+        try:
+            return {k: bytes.fromhex(v["$hex"]) if isinstance(v, dict) else v for k, v in data.items()}
+        except (TypeError, KeyError, ValueError):
+            return {"damaged": True}
+
+    def put_key_record(self, *, user_id: str, record: Mapping[str, Any], replaces: str | None = None) -> bool:
+        user_dir = self._user_dir(user_id)
+        with self._locked(user_dir):
+            current = self.get_key_record(user_id=user_id)
+            if (current is None) != (replaces is None) or (
+                current is not None and current.get("kid") != replaces
+            ):
+                return False
+            _write_atomically(user_dir / "key.json", json.dumps(header_json(record)).encode())
+        return True
 
     @staticmethod
     def _marker(user_dir: Path, device_id: str) -> int:

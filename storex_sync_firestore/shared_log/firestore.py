@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -373,6 +373,40 @@ class FirestoreSharedLog(SharedSyncLog):
     def _end_session(self, user_id: str, device_id: str) -> None:
         with self._sessions_lock:
             self._sessions.pop((user_id, device_id), None)
+
+    # ---- the wrapped data key of an encrypted log ----
+
+    def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
+        ref = self.client.document(*layout.key_path(self.root, user_id))
+        snap = self._call(f"reading the key record of user {user_id!r}", lambda: ref.get(**self._rpc()))
+        self.stats.add(documents_read=1)
+        return (snap.to_dict() or {}) if snap.exists else None
+
+    def put_key_record(self, *, user_id: str, record: Mapping[str, Any], replaces: str | None = None) -> bool:
+        ref = self.client.document(*layout.key_path(self.root, user_id))
+        what = f"storing the key record of user {user_id!r}"
+
+        def create() -> bool:
+            try:
+                ref.create(dict(record), **self._rpc())
+            except gexc.AlreadyExists:
+                return False  # another device (or a lost answer to our own attempt) was first: read it
+            return True
+
+        def replace() -> bool:
+            snap = ref.get(**self._rpc())
+            if not snap.exists or (snap.to_dict() or {}).get("kid") != replaces:
+                return False
+            option = self.client.write_option(last_update_time=snap.update_time)
+            try:
+                ref.update(dict(record), option=option, **self._rpc())
+            except gexc.FailedPrecondition:
+                return False  # changed meanwhile: the caller reads it again
+            return True
+
+        done = self._call(what, create if replaces is None else replace)
+        self.stats.add(documents_written=int(done), commits=1)
+        return done
 
     def with_options(self, **changes: Any) -> FirestoreSharedLog:
         """A copy with other options (same client), e.g. ``log.with_options(retry=None)`` in tests."""

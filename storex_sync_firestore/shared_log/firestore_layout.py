@@ -4,6 +4,7 @@ Layout, per user (a person, or an organisation whose devices share one log)::
 
     {root}/{userId}/devices/{deviceId}   registry + public key + that device's read marker (only it writes)
     {root}/{userId}/batches/{batchId}    one immutable batch document (format v2, ``shared_log.format``)
+    {root}/{userId}/keys/data            an encrypted log's data key, wrapped by the passphrase
 
 Every collection is per user, so no index (and no document) is shared by all users or written by all
 devices. A batch document holds the batch's fields as they are (its entries in one compressed bytes field
@@ -24,6 +25,8 @@ from . import format as fmt
 DEFAULT_ROOT = "storexSync"
 DEVICES = "devices"
 BATCHES = "batches"
+KEYS = "keys"
+DATA_KEY = "data"
 # Batch document fields besides the batch's own (``format.V2_FIELDS``): the server's commit time.
 F_DEVICE_ID = fmt.F_DEVICE_ID
 F_SHARED_ON = "sharedOn"
@@ -68,6 +71,11 @@ def validate_id(kind: str, value: str) -> str:
 def device_path(root: str, user_id: str, device_id: str) -> tuple[str, ...]:
     """Path segments of a device document."""
     return (root, validate_id("user id", user_id), DEVICES, validate_id("device id", device_id))
+
+
+def key_path(root: str, user_id: str) -> tuple[str, ...]:
+    """Path segments of the document holding an encrypted log's wrapped data key."""
+    return (root, validate_id("user id", user_id), KEYS, DATA_KEY)
 
 
 def batches_path(root: str, user_id: str) -> tuple[str, ...]:

@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 import zstandard
 
+from ..encryption import CIPHER, AuthenticationError, DataKey
 from ..errors import InvalidEntryError
 from ..signing import SIGNATURE_BYTES, DeviceKey
 
@@ -58,6 +59,8 @@ F_SIZE = "size"
 F_CODEC = "z"
 F_PAYLOAD = "p"
 F_SIGNATURE = "sig"
+F_CIPHER = "enc"  # encrypted batches only
+F_KEY_ID = "kid"  # encrypted batches only
 F_HLCS = "h"  # v1
 F_DATA = "d"  # v1
 V2_FIELDS = (
@@ -71,6 +74,8 @@ V2_FIELDS = (
     F_PAYLOAD,
     F_SIGNATURE,
 )
+SIGNED_FIELDS = V2_FIELDS[:7]
+ENCRYPTION_FIELDS = (F_CIPHER, F_KEY_ID)
 V1_FIELDS = (F_VERSION, F_DEVICE_ID, F_FIRST_HLC, F_LAST_HLC, F_COUNT, F_HLCS, F_DATA)
 
 MAX_ID_BYTES = 512
@@ -129,33 +134,59 @@ def header_of(device_id: str, lines: Sequence[Line], raw: bytes) -> dict[str, An
     }
 
 
+def header_bytes(kind: str, user_id: str, header: Mapping[str, Any]) -> bytes:
+    """Kind, user and every header field in a fixed order: where a payload belongs. It is signed, and it
+    is the associated data of an encrypted payload, so a payload moved elsewhere does not verify."""
+    parts = [kind, user_id, *(header[f] for f in SIGNED_FIELDS)]
+    parts += [header[f] for f in ENCRYPTION_FIELDS if f in header]
+    return MAGIC + orjson.dumps(parts)
+
+
 def signed_message(kind: str, user_id: str, header: Mapping[str, Any], payload: bytes) -> bytes:
-    """What the device signs: kind, user and every header field, in a fixed order, and the payload digest."""
-    parts = [kind, user_id, *(header[f] for f in V2_FIELDS[:7])]
-    return MAGIC + orjson.dumps(parts) + b"\x00" + hashlib.sha256(payload).digest()
+    """What the device signs: :func:`header_bytes` and the digest of the stored payload."""
+    return header_bytes(kind, user_id, header) + b"\x00" + hashlib.sha256(payload).digest()
 
 
-def document_id(device_id: str, first_hlc: int, message: bytes) -> str:
-    return f"{device_id}-{first_hlc & 0xFFFFFFFFFFFFFFFF:016x}-{hashlib.sha256(message).hexdigest()[:16]}"
+def document_id(device_id: str, first_hlc: int, message: bytes, cipher: DataKey | None = None) -> str:
+    """``device-firstHlc-digest``; in an encrypted log the digest is keyed, so it reveals nothing."""
+    digest = hashlib.sha256(message).hexdigest()[:16] if cipher is None else cipher.digest(message)[:16]
+    return f"{device_id}-{first_hlc & 0xFFFFFFFFFFFFFFFF:016x}-{digest}"
 
 
 def encode_batch(
-    lines: Sequence[Line], *, user_id: str, device_id: str, key: DeviceKey, kind: str = KIND_BATCH
+    lines: Sequence[Line],
+    *,
+    user_id: str,
+    device_id: str,
+    key: DeviceKey,
+    kind: str = KIND_BATCH,
+    cipher: DataKey | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The id and fields of a signed v2 batch of ``lines`` (clock order). Deterministic."""
+    """The id and fields of a signed v2 batch of ``lines`` (clock order), encrypted with ``cipher`` if
+    given. Deterministic without a cipher; with one, each call draws a fresh nonce."""
     raw = payload_text(lines)
-    return seal(raw, lines, user_id=user_id, device_id=device_id, key=key, kind=kind)
+    return seal(raw, lines, user_id=user_id, device_id=device_id, key=key, kind=kind, cipher=cipher)
 
 
 def seal(
-    raw: bytes, lines: Sequence[Line], *, user_id: str, device_id: str, key: DeviceKey, kind: str = KIND_BATCH
+    raw: bytes,
+    lines: Sequence[Line],
+    *,
+    user_id: str,
+    device_id: str,
+    key: DeviceKey,
+    kind: str = KIND_BATCH,
+    cipher: DataKey | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """:func:`encode_batch` for a payload already assembled from ``lines``."""
+    """:func:`encode_batch` for a payload already assembled from ``lines``: compress, encrypt, sign."""
     header = header_of(device_id, lines, raw)
     payload = compress(raw)
+    if cipher is not None:
+        header |= {F_CIPHER: CIPHER, F_KEY_ID: cipher.key_id}
+        payload = cipher.seal(payload, header_bytes(kind, user_id, header))
     message = signed_message(kind, user_id, header, payload)
     fields = {**header, F_PAYLOAD: payload, F_SIGNATURE: key.sign(message)}
-    return document_id(device_id, lines[0].hlc, message), fields
+    return document_id(device_id, lines[0].hlc, message, cipher), fields
 
 
 def header_json(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,11 +244,20 @@ def claimed_device(fields: Mapping[str, Any]) -> str:
     return _str(fields, F_DEVICE_ID, MAX_DEVICE_ID_BYTES)
 
 
-def check_v2(batch_id: str, fields: Mapping[str, Any], *, user_id: str, kind: str = KIND_BATCH) -> bytes:
-    """Check a v2 document's shape and id; return the message its signature must cover."""
-    unknown = sorted(set(fields) - set(V2_FIELDS))
+def check_v2(
+    batch_id: str,
+    fields: Mapping[str, Any],
+    *,
+    user_id: str,
+    kind: str = KIND_BATCH,
+    cipher: DataKey | None = None,
+) -> bytes:
+    """Check a v2 document's shape, its encryption against this device's key, and its id; return the
+    message its signature must cover."""
+    unknown = sorted(set(fields) - set(V2_FIELDS) - set(ENCRYPTION_FIELDS))
     if unknown:
         raise RejectedBatchError(f"unexpected fields {unknown}"[:300])
+    _check_encryption(fields, cipher)
     device_id = claimed_device(fields)
     first, last = _int(fields, F_FIRST_HLC, 1), _int(fields, F_LAST_HLC, 1)
     count = _int(fields, F_COUNT, 1, MAX_ENTRIES)
@@ -229,20 +269,53 @@ def check_v2(batch_id: str, fields: Mapping[str, Any], *, user_id: str, kind: st
     if len(_bytes(fields, F_SIGNATURE)) != SIGNATURE_BYTES:
         raise RejectedBatchError("the signature is not 64 bytes")
     message = signed_message(kind, user_id, fields, _bytes(fields, F_PAYLOAD))
-    if batch_id != document_id(device_id, first, message):
+    if batch_id != document_id(device_id, first, message, cipher):
         raise RejectedBatchError("the document id does not match its content (altered or copied)")
     return message
 
 
-def open_v2(batch_id: str, fields: Mapping[str, Any]) -> OpenedBatch:
-    """Decompress and split a v2 payload whose id and signature were checked; bounded by its header."""
+def _check_encryption(fields: Mapping[str, Any], cipher: DataKey | None) -> None:
+    """An encrypted log holds only batches sealed with its key, and a plain log only plain batches."""
+    if F_CIPHER not in fields and F_KEY_ID not in fields:
+        if cipher is not None:
+            raise RejectedBatchError("an unencrypted batch in an encrypted log (written past the rules?)")
+        return
+    if fields.get(F_CIPHER) != CIPHER:
+        raise RejectedBatchError(f"unknown cipher {fields.get(F_CIPHER)!r}"[:200])
+    if cipher is None:
+        raise RejectedBatchError(
+            "an encrypted batch, and this device has no key",
+            hint="run 'storex-sync init --encrypt' on this database with the log's passphrase",
+        )
+    if fields.get(F_KEY_ID) != cipher.key_id:
+        raise RejectedBatchError("the batch is encrypted with another key than this log's")
+
+
+def open_v2(
+    batch_id: str,
+    fields: Mapping[str, Any],
+    *,
+    user_id: str = "",
+    kind: str = KIND_BATCH,
+    cipher: DataKey | None = None,
+) -> OpenedBatch:
+    """Decrypt (if sealed), decompress and split a v2 payload whose id and signature were checked;
+    bounded by its header."""
     size = fields[F_SIZE]
+    stored = fields[F_PAYLOAD]
+    if F_CIPHER in fields:
+        if cipher is None:
+            raise RejectedBatchError("an encrypted batch, and this device has no key")
+        try:
+            stored = cipher.open(stored, header_bytes(kind, user_id, fields))
+        except AuthenticationError as exc:
+            raise RejectedBatchError(f"the payload does not decrypt: {exc}") from exc
     try:
         reader = zstandard.ZstdDecompressor()
-        params = zstandard.get_frame_parameters(fields[F_PAYLOAD])
+        params = zstandard.get_frame_parameters(stored)
         if params.content_size != size:
             raise RejectedBatchError(f"the payload does not declare its size {size}")
-        raw = reader.decompress(fields[F_PAYLOAD], max_output_size=size)
+        raw = reader.decompress(stored, max_output_size=size)
     except zstandard.ZstdError as exc:
         raise RejectedBatchError(f"the payload does not decompress: {exc}") from exc
     if len(raw) != size:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import UnknownDeviceError
 from ..models import DeviceInfo, StoredBatch, UnsyncedUpdate, WriteResult
@@ -24,6 +25,7 @@ class _User:
     batch_ids: set[str] = field(default_factory=set)
     devices: dict[str, DeviceInfo] = field(default_factory=dict)
     markers: dict[str, int] = field(default_factory=dict)
+    key_record: dict[str, Any] | None = None
 
 
 class MemorySharedLog:
@@ -102,3 +104,19 @@ class MemorySharedLog:
             moved = int(update.memo or 0) > markers[device_id]
             markers[device_id] = max(markers[device_id], int(update.memo or 0))
         return WriteResult(int(moved))
+
+    def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
+        with self._lock:
+            record = self._user(user_id).key_record
+            return None if record is None else dict(record)
+
+    def put_key_record(self, *, user_id: str, record: Mapping[str, Any], replaces: str | None = None) -> bool:
+        with self._lock:
+            user = self._user(user_id)
+            current = user.key_record
+            if (current is None) != (replaces is None) or (
+                current is not None and current.get("kid") != replaces
+            ):
+                return False
+            user.key_record = dict(record)
+            return True

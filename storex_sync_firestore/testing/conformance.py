@@ -219,6 +219,22 @@ class SharedSyncLogConformance:
             assert mine == sorted(mine)
 
 
+    def test_the_key_record_is_created_once_and_replaced_only_by_its_own_key(
+        self, shared_log: SharedSyncLog
+    ) -> None:
+        assert shared_log.get_key_record(user_id=USER) is None
+        record = {"v": 1, "kid": "k1", "salt": bytes(16), "wrapped": bytes(range(40)), "ops": 3}
+        assert shared_log.put_key_record(user_id=USER, record=record)
+        assert not shared_log.put_key_record(user_id=USER, record={**record, "kid": "k2"})  # one per log
+        assert dict(shared_log.get_key_record(user_id=USER) or {}) == record
+        rewrapped = {**record, "salt": bytes([1]) * 16}
+        assert not shared_log.put_key_record(user_id=USER, record=rewrapped, replaces="k2")
+        assert shared_log.put_key_record(user_id=USER, record=rewrapped, replaces="k1")
+        assert dict(shared_log.get_key_record(user_id=USER) or {}) == rewrapped
+        assert shared_log.get_key_record(user_id="bob") is None
+        assert not shared_log.put_key_record(user_id="bob", record=record, replaces="k1")
+
+
 def _wait_past(instant: datetime) -> None:
     import time
 
