@@ -218,7 +218,6 @@ class SharedSyncLogConformance:
             mine = [hlc for dev, hlc in got if dev == w]
             assert mine == sorted(mine)
 
-
     def test_the_key_record_is_created_once_and_replaced_only_by_its_own_key(
         self, shared_log: SharedSyncLog
     ) -> None:
