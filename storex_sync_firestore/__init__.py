@@ -22,7 +22,6 @@ from .continuous import ContinuousSync
 from .database import SyncedDatabase
 from .devices import register_device
 from .errors import (
-    ClockDriftError,
     ConfigurationError,
     DoubleCreateError,
     EntryTooLargeError,
@@ -42,7 +41,7 @@ from .models import (
     LogEntry,
     Operation,
     Reconciliation,
-    SharedEntry,
+    StoredBatch,
     SyncSummary,
     UnsyncedUpdate,
     WriteResult,
@@ -54,7 +53,6 @@ from .sync import do_sync
 
 __all__ = [
     "SQLITE_UUID7_DEFAULT",
-    "ClockDriftError",
     "ColumnInfo",
     "ConfigurationError",
     "Conflict",
@@ -75,9 +73,9 @@ __all__ = [
     "Reconciler",
     "Reconciliation",
     "Serializer",
-    "SharedEntry",
     "SharedLogError",
     "SharedSyncLog",
+    "StoredBatch",
     "SyncError",
     "SyncEvents",
     "SyncSummary",

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -84,6 +86,11 @@ def cli(debug: bool, verbose: bool) -> None:
 @click.option("--user", "user_id", help="The user whose devices share the log (default: kept, else $USER).")
 @click.option("--log", "log_url", metavar="LOG", help="firestore://PROJECT[/ROOT], a folder, or memory://.")
 @click.option("--new-device", is_flag=True, help="Register as a new device, forgetting the stored id.")
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="End-to-end encryption: the passphrase comes from $STOREX_SYNC_PASSPHRASE or a prompt.",
+)
 @timeout_option
 @json_option
 def init(
@@ -92,6 +99,7 @@ def init(
     user_id: str | None,
     log_url: str | None,
     new_device: bool,
+    encrypt: bool,
     timeout: float | None,
     as_json: bool,
 ) -> None:
@@ -99,13 +107,53 @@ def init(
     names = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
     db = commands.open_database(db_url, create=True)
     result = commands.init_database(
-        db, names, user_id=user_id, log_url=log_url, new_device=new_device, timeout=timeout
+        db,
+        names,
+        user_id=user_id,
+        log_url=log_url,
+        new_device=new_device,
+        timeout=timeout,
+        passphrase=_passphrase(PASSPHRASE_ENV, "Passphrase of the shared log") if encrypt else None,
     )
     if as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(f"device {result['device_id']} of user {result['user_id']} in {result['log']}")
         click.echo(f"syncing tables: {', '.join(result['tables'])}")
+        if result["encrypted"]:
+            click.echo("end-to-end encrypted: the shared log holds only ciphertext")
+
+
+PASSPHRASE_ENV = "STOREX_SYNC_PASSPHRASE"
+NEW_PASSPHRASE_ENV = "STOREX_SYNC_NEW_PASSPHRASE"
+
+
+def _passphrase(env: str, prompt: str) -> Callable[[bool], str]:
+    """A passphrase from ``env`` or, on a terminal, a hidden prompt (confirmed when a key is created).
+    Never a command-line argument: those end up in shell histories and process lists."""
+
+    def ask(confirm: bool) -> str:
+        value = os.environ.get(env)
+        if value:
+            return value
+        return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+
+    return ask
+
+
+@cli.command()
+@db_option
+@timeout_option
+def passphrase(db_url: str, timeout: float | None) -> None:
+    """Change the passphrase of an encrypted shared log (the data key is rewrapped, nothing re-encrypted).
+
+    The current passphrase comes from $STOREX_SYNC_PASSPHRASE, the new one from
+    $STOREX_SYNC_NEW_PASSPHRASE, or each from a prompt.
+    """
+    old = _passphrase(PASSPHRASE_ENV, "Current passphrase")(False)
+    new = _passphrase(NEW_PASSPHRASE_ENV, "New passphrase")(True)
+    commands.change_log_passphrase(commands.open_database(db_url), old=old, new=new, timeout=timeout)
+    click.echo("passphrase changed; every device keeps syncing (they hold the data key)")
 
 
 def _summary_text(summary: SyncSummary) -> str:

@@ -7,7 +7,7 @@ Applications can call these too: ``init_database`` is "make this database a devi
 from __future__ import annotations
 
 import getpass
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ from . import client_log
 from .capture.base import QUARANTINE_TABLE
 from .continuous import sync_and_record
 from .database import SyncedDatabase
-from .devices import register_device
+from .devices import change_passphrase, create_log_key, register_device, use_encryption
+from .encryption import DataKey, unwrap
 from .errors import ConfigurationError
 from .models import SyncSummary
 from .shared_log import open_shared_log
@@ -71,11 +72,14 @@ def init_database(
     log_url: str | None = None,
     new_device: bool = False,
     timeout: float | None = None,
+    passphrase: Callable[[bool], str] | None = None,
 ) -> dict[str, Any]:
     """Enable capture on ``tables`` and register the database as a device in the log; idempotent.
 
     Running it again keeps the device id; omitted options keep their stored values. ``new_device``
-    forgets the stored id first (for a copied database, or one whose log was reset).
+    forgets the stored id first (for a copied database, or one whose log was reset). ``passphrase``
+    turns on end-to-end encryption: it is called (with True when the log is new and the passphrase should
+    be confirmed) and its answer unlocks the log's data key, or creates it on the log's first device.
     """
     state = db.state()
     user_id = user_id or state.get("user_id") or getpass.getuser()
@@ -85,10 +89,38 @@ def init_database(
     if not tables and not (db.is_initialized() and db.synced_tables()):
         raise ConfigurationError("no tables given", hint="pass --tables TABLE[,TABLE...]")
     shared_log = open_log(log_url, timeout=timeout)
+    key: DataKey | None = None
+    if passphrase is not None:  # a wrong passphrase fails here, before anything is written
+        record = shared_log.get_key_record(user_id=user_id)
+        if record is not None:
+            key = unwrap(record, passphrase(False), user_id=user_id)
+        elif state.get("device_id") and not new_device:
+            raise ConfigurationError(
+                "this database already syncs through an unencrypted log; encryption starts with a new log",
+                hint="choose a new --log (or a new root: firestore://PROJECT/ROOT) for the encrypted log",
+            )
     if tables:
         db.enable_sync(list(tables))
     device_id = register_device(db, shared_log, user_id=user_id, log_url=log_url, new_device=new_device)
-    return {"device_id": device_id, "user_id": user_id, "log": log_url, "tables": sorted(db.synced_tables())}
+    if passphrase is not None:
+        if key is None:
+            key = create_log_key(db, shared_log, user_id=user_id, passphrase=passphrase(True))
+        use_encryption(db, key)
+    return {
+        "device_id": device_id,
+        "user_id": user_id,
+        "log": log_url,
+        "tables": sorted(db.synced_tables()),
+        "encrypted": key is not None or db.state().get("data_key") is not None,
+    }
+
+
+def change_log_passphrase(db: SyncedDatabase, *, old: str, new: str, timeout: float | None = None) -> None:
+    """Rewrap the data key of the encrypted log ``db`` syncs through."""
+    state = initialized_state(db)
+    change_passphrase(
+        open_log(str(state["log"]), timeout=timeout), user_id=str(state["user_id"]), old=old, new=new
+    )
 
 
 def sync_database(db: SyncedDatabase, *, timeout: float | None = None, **options: Any) -> SyncSummary:

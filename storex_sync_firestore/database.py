@@ -16,9 +16,11 @@ from sqlalchemy import Connection, Engine, create_engine, text
 
 from . import client_log, quarantine
 from .capture import CaptureDialect, TableInfo, capture_for
-from .capture.base import STATE_TABLE, TABLES_TABLE
+from .capture.base import STATE_TABLE, SYNC_SCHEMA_VERSION, TABLES_TABLE
 from .clock import HybridLogicalClock, wall_clock_ms
+from .encryption import DataKey
 from .errors import ConfigurationError
+from .signing import DeviceKey
 
 
 class SyncedDatabase:
@@ -45,6 +47,7 @@ class SyncedDatabase:
         """
         with self.transaction() as conn:
             self.dialect.create_sync_tables(conn)
+            self.set_state(conn, "sync_schema", SYNC_SCHEMA_VERSION)
             known = self._load_tables(conn)
             infos = [self.dialect.reflect_table(conn, name) for name in tables]
             for info in infos:
@@ -71,6 +74,13 @@ class SyncedDatabase:
                 self.dialect.drop_triggers(conn, name)
                 conn.execute(text(f"DELETE FROM {TABLES_TABLE} WHERE name = :n"), {"n": name})
         self._tables = None
+
+    def upgrade(self) -> None:
+        """Bring the sync tables of a database set up by an older version up to date (cheap when current)."""
+        with self.transaction() as conn:
+            if int(self.get_state(conn, "sync_schema") or 0) < SYNC_SCHEMA_VERSION:
+                self.dialect.create_sync_tables(conn)
+                self.set_state(conn, "sync_schema", SYNC_SCHEMA_VERSION)
 
     def is_initialized(self) -> bool:
         """True once ``enable_sync`` has run on this database."""
@@ -133,6 +143,21 @@ class SyncedDatabase:
                 hint="run 'storex-sync init' (or register_device()) first",
             )
         return str(device_id)
+
+    def signing_key(self, conn: Connection) -> DeviceKey:
+        """This device's signing key; raises with a hint when the device was registered without one."""
+        seed = self.get_state(conn, "signing_key")
+        if not seed:
+            raise ConfigurationError(
+                "this database has no signing key: it was registered by an older storex-sync",
+                hint="run 'storex-sync init --db URL' (or register_device()) once to re-register it",
+            )
+        return DeviceKey.from_hex(str(seed))
+
+    def data_key(self, conn: Connection) -> DataKey | None:
+        """The encrypted log's data key this device holds, or None when its log is not encrypted."""
+        hexed = self.get_state(conn, "data_key")
+        return DataKey.from_hex(str(hexed)) if hexed else None
 
     def load_clock(self, conn: Connection, clock: HybridLogicalClock) -> HybridLogicalClock:
         """Restore the persisted clock position into ``clock`` (which carries the time source)."""

@@ -5,7 +5,6 @@
     SyncError                      base; .hint says what to do, .transient whether a retry may help
      +-- ConfigurationError        the database or the log is not set up for sync (run ``init``)
      |    +-- UnsuitableTableError a table cannot be synced as it is (key, missing table)
-     +-- ClockDriftError           a remote timestamp lies implausibly far in the future
      +-- InvalidEntryError         an entry from the shared log is malformed or names unsynced data
      +-- DoubleCreateError         two devices created the same key and merging is switched off
      +-- SharedLogError            the shared log failed
@@ -41,10 +40,6 @@ class ConfigurationError(SyncError):
 
 class UnsuitableTableError(ConfigurationError):
     """A table cannot be synced as it is, for example because its key is auto-incremented."""
-
-
-class ClockDriftError(SyncError):
-    """A timestamp from another device is too far in the future to trust."""
 
 
 class InvalidEntryError(SyncError):

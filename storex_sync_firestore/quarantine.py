@@ -14,8 +14,8 @@ from sqlalchemy import Connection, text
 from .capture.base import QUARANTINE_TABLE, CaptureDialect, TableInfo
 from .codec import JsonSerializer, dumps, entry_from_payload, entry_payload
 from .errors import InvalidEntryError
-from .models import LogEntry, SharedEntry
-from .validate import validate_entry
+from .models import LogEntry
+from .validate import SetAside, validate_entry
 
 
 def quarantine(
@@ -55,25 +55,27 @@ def quarantine(
     )
 
 
-def quarantine_raw(
-    conn: Connection, shared: SharedEntry, reason: str, now_ms: int, *, replayable: bool = False
-) -> None:
-    """Set aside an entry as it was received, keeping its text (it may not even parse)."""
+def quarantine_received(conn: Connection, items: Sequence[SetAside], now_ms: int) -> None:
+    """Set aside what the receive stage refused, keeping its text as it arrived (it may not even parse)."""
+    if not items:
+        return
     conn.execute(
         text(
             f"INSERT INTO {QUARANTINE_TABLE} "
             "(direction, device_id, hlc, payload, reason, created_ms, replayable) "
             "VALUES ('incoming', :d, :h, :p, :r, :now, :again)"
         ),
-        {
-            "d": str(shared.device_id),
-            # Whatever arrived is kept as text in the payload; only a well-formed clock goes in its column.
-            "h": shared.hlc if type(shared.hlc) is int and 0 < shared.hlc < 2**63 else None,
-            "p": str(shared.data),
-            "r": reason,
-            "now": now_ms,
-            "again": int(replayable),
-        },
+        [
+            {
+                "d": item.device_id,
+                "h": item.hlc,
+                "p": item.text,
+                "r": item.reason,
+                "now": now_ms,
+                "again": int(item.replayable),
+            }
+            for item in items
+        ],
     )
 
 

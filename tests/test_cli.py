@@ -109,6 +109,7 @@ def test_init_is_idempotent_and_the_script_entry_point_works(
         "user_id": "alice",
         "log": log_url,
         "tables": ["notes"],
+        "encrypted": False,
     }
 
 

@@ -156,19 +156,19 @@ def test_listeners_survive_runs(devices: Any, log: Any, started: list[Any]) -> N
 
 
 class FlakyLog:
-    """Wraps a log; ``get_unsynced_entries`` fails while ``failures`` is positive."""
+    """Wraps a log; ``get_unsynced_batches`` fails while ``failures`` is positive."""
 
     def __init__(self, inner: SharedSyncLog, failures: int) -> None:
         self.inner, self.failures = inner, failures
-        self.max_batch_bytes, self.max_entry_bytes = inner.max_batch_bytes, inner.max_entry_bytes
+        self.max_batch_bytes = inner.max_batch_bytes
         self.calls: list[float] = []
 
-    def get_unsynced_entries(self, **kw: Any) -> Any:
+    def get_unsynced_batches(self, **kw: Any) -> Any:
         self.calls.append(time.monotonic())
         if self.failures > 0:
             self.failures -= 1
             raise TransientSharedLogError("the network is down", hint="wait")
-        return self.inner.get_unsynced_entries(**kw)
+        return self.inner.get_unsynced_batches(**kw)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

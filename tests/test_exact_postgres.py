@@ -15,13 +15,13 @@ from sqlalchemy import create_engine, text
 
 from storex_sync_firestore import HybridLogicalClock, MemorySharedLog, UnsuitableTableError
 from storex_sync_firestore.clock import wall_clock_ms
-from storex_sync_firestore.models import SharedEntry
 from storex_sync_firestore.testing.postgres import (  # noqa: F401
     postgres_server_fixture,
     postgres_url_fixture,
     postgres_urls_fixture,
 )
 
+from .forge import Writer
 from .pg_devices import PgDevice, set_aside, sync_rounds
 
 SESSIONS = {
@@ -193,10 +193,9 @@ SAME_KEY = [
 
 
 def foreign(log: MemorySharedLog, payloads: list[dict[str, Any]], user_id: str = "shopco") -> None:
-    device = log.create_device_id(user_id=user_id)
-    clock = HybridLogicalClock(now_ms=lambda: wall_clock_ms() - 60_000)  # a minute older than the test's
-    entries = [SharedEntry(device, clock.stamp(), json.dumps(p)) for p in payloads]
-    log.write_entries(entries, user_id=user_id, device_id=device)
+    """Entries written by another device a minute ago (older than anything the test writes)."""
+    clock = HybridLogicalClock(now_ms=lambda: wall_clock_ms() - 60_000)
+    Writer.register(log, user_id).upload(payloads, hlcs=[clock.stamp() for _ in payloads])
 
 
 @pytest.mark.parametrize("form", range(len(SAME_KEY)))

@@ -8,7 +8,6 @@ failed on 10db6de; the property tests of the same rules, through the Firestore e
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import struct
 from collections.abc import Sequence
@@ -28,9 +27,9 @@ from storex_sync_firestore import (
 from storex_sync_firestore.client_log import stamp_pending
 from storex_sync_firestore.clock import wall_clock_ms
 from storex_sync_firestore.codec import dumps, encode_value
-from storex_sync_firestore.models import SharedEntry
 
 from .conftest import DeviceFactory, sync_all
+from .forge import Writer
 
 
 def cells(device: Any, table: str) -> list[tuple[Any, ...]]:
@@ -43,10 +42,8 @@ def cells(device: Any, table: str) -> list[tuple[Any, ...]]:
 
 def foreign(log: MemorySharedLog, payloads: Sequence[dict[str, Any]], user_id: str = "alice") -> None:
     """Entries written by another device a minute ago (older than anything the test writes)."""
-    device = log.create_device_id(user_id=user_id)
     clock = HybridLogicalClock(now_ms=lambda: wall_clock_ms() - 60_000)
-    entries = [SharedEntry(device, clock.stamp(), json.dumps(p)) for p in payloads]
-    log.write_entries(entries, user_id=user_id, device_id=device)
+    Writer.register(log, user_id).upload(payloads, hlcs=[clock.stamp() for _ in payloads])
 
 
 def logged_keys(device: Any) -> list[str]:

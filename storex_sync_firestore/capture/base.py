@@ -40,14 +40,18 @@ CAPTURE_TABLE = "_sync_capture"
 STATE_TABLE = "_sync_state"
 TABLES_TABLE = "_sync_tables"
 QUARANTINE_TABLE = "_sync_quarantine"
-SYNC_TABLES = (LOG_TABLE, CAPTURE_TABLE, STATE_TABLE, TABLES_TABLE, QUARANTINE_TABLE)
+OUTBOX_TABLE = "_sync_outbox"
+SYNC_TABLES = (LOG_TABLE, CAPTURE_TABLE, STATE_TABLE, TABLES_TABLE, QUARANTINE_TABLE, OUTBOX_TABLE)
+SYNC_SCHEMA_VERSION = 2
+"""Bumped when a sync table is added or changed; databases set up by older versions are brought up to
+date (idempotently) at the start of the next sync."""
 
 
-def sync_tables_ddl(*, serial: str, bigint: str, key_text: str) -> list[str]:
+def sync_tables_ddl(*, serial: str, bigint: str, key_text: str, blob: str) -> list[str]:
     """The sync tables every dialect shares (the capture table is each dialect's own), as statements.
 
     ``serial`` is the auto-numbered primary key, ``bigint`` a 64-bit integer, ``key_text`` the type of the
-    columns ``(tbl, pk)`` that cleanup and reconciliation group and compare by.
+    columns ``(tbl, pk)`` that cleanup and reconciliation group and compare by, ``blob`` a byte string.
     """
     return [
         f"""CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
@@ -79,6 +83,16 @@ def sync_tables_ddl(*, serial: str, bigint: str, key_text: str) -> list[str]:
             reason TEXT NOT NULL,
             created_ms {bigint} NOT NULL,
             replayable INTEGER NOT NULL DEFAULT 0
+        )""",
+        # Batches planned for upload, exactly as they will be sent (signed, compressed): a resumed upload
+        # sends these bytes again, so it is the same document under the same id on every backend.
+        f"""CREATE TABLE IF NOT EXISTS {OUTBOX_TABLE} (
+            seq {serial},
+            batch_id TEXT NOT NULL UNIQUE,
+            first_hlc {bigint} NOT NULL,
+            last_hlc {bigint} NOT NULL,
+            header TEXT NOT NULL,
+            payload {blob} NOT NULL
         )""",
     ]
 
@@ -133,6 +147,11 @@ class Captured:
     op: str
     value: str | None
     wall_ms: int
+
+
+def _canonical(text: str) -> str:
+    """JSON text as the one encoder writes it: what is logged is the bytes every device will compare."""
+    return dumps(loads(text))
 
 
 def quote(identifier: str) -> str:
@@ -190,16 +209,10 @@ class CaptureDialect(ABC):
             ),
             {"after": after, "limit": limit},
         ).all()
-        # The trigger wrote JSON text; the log holds the one canonical encoding of it (keys are compared
-        # as text, and the stored text is what goes on the wire).
+        # Keys are compared as text across devices and dialects: store them canonical.
         captured = [
             Captured(
-                int(r[0]),
-                r[1],
-                dumps(loads(r[2])),
-                r[3],
-                None if r[4] is None else dumps(loads(r[4])),
-                int(r[5]),
+                int(r[0]), r[1], _canonical(r[2]), r[3], None if r[4] is None else _canonical(r[4]), int(r[5])
             )
             for r in rows
         ]

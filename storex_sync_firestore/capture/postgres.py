@@ -71,7 +71,7 @@ class PostgresCapture(CaptureDialect):
     def create_sync_tables(self, conn: Connection) -> None:
         conn.exec_driver_sql(sql.CAPTURE_DDL)
         for statement in sync_tables_ddl(
-            serial="BIGSERIAL PRIMARY KEY", bigint="BIGINT", key_text=sql.KEY_TEXT
+            serial="BIGSERIAL PRIMARY KEY", bigint="BIGINT", key_text=sql.KEY_TEXT, blob="BYTEA"
         ):
             conn.exec_driver_sql(statement)
 

@@ -305,7 +305,9 @@ class SQLiteCapture(CaptureDialect):
 
     def create_sync_tables(self, conn: Connection) -> None:
         conn.exec_driver_sql(CAPTURE_DDL)
-        for statement in sync_tables_ddl(serial="INTEGER PRIMARY KEY", bigint="INTEGER", key_text="TEXT"):
+        for statement in sync_tables_ddl(
+            serial="INTEGER PRIMARY KEY", bigint="INTEGER", key_text="TEXT", blob="BLOB"
+        ):
             conn.exec_driver_sql(statement)
 
     def reflect_table(self, conn: Connection, name: str) -> TableInfo:
