@@ -38,6 +38,8 @@ class MemorySharedLog:
 
     max_batch_bytes: int | None = None
     max_entry_bytes: int | None = None
+    #: ``memory://NAME`` when opened by ``open_shared_log`` (it reopens the same log in this process).
+    url: str | None = None
 
     def __init__(self, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._now = now
