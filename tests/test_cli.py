@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,13 +280,25 @@ def test_watch_stops_within_two_seconds_whatever_the_network_does(
         env={**os.environ, "FIRESTORE_EMULATOR_HOST": host},
         preexec_fn=ignore_sigint,
     )
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.extend(proc.stderr or ()), daemon=True)
+    reader.start()
     try:
         assert proc.stdout is not None and "watching" in proc.stdout.readline()
-        time.sleep(4.0)  # refused: a failure or two, backing off; hanging: a call waiting on its deadline
+        if network == "refused":  # wait until it failed once and is backing off
+            deadline = time.monotonic() + 60
+            while not any("sync failed" in line for line in errors):
+                assert time.monotonic() < deadline and proc.poll() is None, "".join(errors)
+                time.sleep(0.05)
+        else:
+            time.sleep(3.0)  # the first call waits on its deadline (20 s) with nothing answering
         start = time.monotonic()
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
         took = time.monotonic() - start
+        out = proc.stdout.read()
+        reader.join(timeout=10)
+        err = "".join(errors)
     finally:
         if proc.poll() is None:
             proc.kill()
