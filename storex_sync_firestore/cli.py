@@ -25,6 +25,7 @@ import click
 from .errors import SyncError
 
 if TYPE_CHECKING:
+    from .continuous import ContinuousSync
     from .models import SyncSummary
 
 log = logging.getLogger("storex_sync_firestore")
@@ -219,13 +220,18 @@ def watch(db_url: str, interval: float | None, timeout: float | None) -> None:
 
 
 def _report_watch(
-    runner: Any, started: float, *, summary: SyncSummary | None, error: BaseException | None, **_: Any
+    runner: ContinuousSync,
+    started: float,
+    *,
+    summary: SyncSummary | None,
+    error: BaseException | None,
+    **_: Any,
 ) -> None:
     stamp = datetime.now().strftime("%H:%M:%S")
     took = time.monotonic() - started
     if error is not None:
         wait = runner.next_retry_in
-        again = f"; trying again in {wait:.0f} s" if wait is not None else ""
+        again = f"; trying again in {wait:.1f} s" if wait is not None else ""
         click.echo(f"{stamp} sync failed: {_one_line(error)}{again}", err=True)
     elif summary is not None and (summary.sent or summary.received or summary.applied or summary.set_aside):
         s = summary
