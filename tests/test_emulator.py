@@ -82,10 +82,14 @@ def test_rules_that_do_not_compile_fail_the_start_and_say_where(tmp_path: Path) 
     rules = tmp_path / "firestore.rules"
     rules.write_text((ROOT / "firestore.rules").read_text().replace("if ", "if = ", 1))
     emu = FirestoreEmulator(rules=rules)
-    with pytest.raises(EmulatorError, match=r"(?s)do not compile: .*L\d+:\d+") as info:
-        emu.start()
+    try:
+        with pytest.raises(EmulatorError, match=r"(?s)do not compile: .*L\d+:\d+") as info:
+            emu.start()
+    finally:
+        process = emu.process
+        emu.stop()  # were it started after all, it must not outlive the test
     assert str(rules) in str(info.value)
-    assert emu.process is None  # stopped, not left running
+    assert process is None  # stopped by start itself, not left running
 
 
 def test_storex_sync_emulator_runs_one_as_firebase_json_says(
