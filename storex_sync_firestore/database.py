@@ -13,13 +13,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from . import client_log, quarantine
 from .capture import CaptureDialect, TableInfo, capture_for
 from .capture.base import STATE_TABLE, SYNC_SCHEMA_VERSION, TABLES_TABLE
 from .clock import HybridLogicalClock, wall_clock_ms
 from .encryption import DataKey
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DamagedDatabaseError
 from .signing import DeviceKey
 
 
@@ -46,25 +47,70 @@ class SyncedDatabase:
         because its key is an auto-incremented integer.
         """
         with self.transaction() as conn:
-            self.dialect.create_sync_tables(conn)
-            self.set_state(conn, "sync_schema", SYNC_SCHEMA_VERSION)
-            known = self._load_tables(conn)
-            infos = [self.dialect.reflect_table(conn, name) for name in tables]
-            for info in infos:
-                self.dialect.install_triggers(conn, info)
-                if info.name not in known:
-                    self.dialect.capture_existing_rows(conn, info)
-                conn.execute(text(f"DELETE FROM {TABLES_TABLE} WHERE name = :n"), {"n": info.name})
-                conn.execute(
-                    text(f"INSERT INTO {TABLES_TABLE} (name, info) VALUES (:n, :i)"),
-                    {"n": info.name, "i": json.dumps(info.as_json())},
-                )
-            # Entries set aside because this database lacked a table or column may fit now: back they go.
-            ids, entries = quarantine.replayable(conn, self._load_tables(conn), self.dialect)
-            client_log.insert_received(conn, entries, wall_clock_ms())
-            quarantine.forget(conn, ids)
+            return self.enable_sync_in(conn, tables)
+
+    def enable_sync_in(self, conn: Connection, tables: Sequence[str]) -> list[TableInfo]:
+        """``enable_sync`` inside the caller's write transaction, so that ``init`` can install capture and
+        record the device registration in one commit: a failed ``init`` leaves nothing half set up."""
+        self.dialect.create_sync_tables(conn)
+        self.set_state(conn, "sync_schema", SYNC_SCHEMA_VERSION)
+        known = self._load_tables(conn)
+        infos = [self.dialect.reflect_table(conn, name) for name in tables]
+        for info in infos:
+            self.dialect.install_triggers(conn, info)
+            if info.name not in known:
+                self.dialect.capture_existing_rows(conn, info)
+            conn.execute(text(f"DELETE FROM {TABLES_TABLE} WHERE name = :n"), {"n": info.name})
+            conn.execute(
+                text(f"INSERT INTO {TABLES_TABLE} (name, info) VALUES (:n, :i)"),
+                {"n": info.name, "i": json.dumps(info.as_json())},
+            )
+        # Entries set aside because this database lacked a table or column may fit now: back they go.
+        ids, entries = quarantine.replayable(conn, self._load_tables(conn), self.dialect)
+        client_log.insert_received(conn, entries, wall_clock_ms())
+        quarantine.forget(conn, ids)
         self._tables = None
         return infos
+
+    def check_tables(self, tables: Sequence[str]) -> None:
+        """Raise ``UnsuitableTableError`` if any of ``tables`` cannot be synced; writes nothing.
+
+        ``init`` asks this before it registers a device in the shared log, so that a table it would refuse
+        does not leave a device record behind in the log.
+        """
+        with self.transaction(write=False) as conn:
+            for name in tables:
+                self.dialect.reflect_table(conn, name)
+
+    def share_all_rows_again(self, conn: Connection) -> None:
+        """Log every row of every synced table as a create once more (a database that moves to another
+        user's log: what it shared in the old log is not in the new one)."""
+        for info in self._load_tables(conn).values():
+            self.dialect.capture_existing_rows(conn, info)
+
+    def check_integrity(self) -> None:
+        """Raise ``DamagedDatabaseError`` if SQLite reports the file damaged (``PRAGMA quick_check``, about
+        a millisecond per megabyte); other databases guard their own storage.
+
+        Sync asks before it writes anything, and again after a failure (before recording it), so a damaged
+        file is never written to by sync, not even with the record of its own failure.
+        """
+        if self.engine.dialect.name != "sqlite":
+            return
+        where = self.engine.url.database or "the database"
+        try:
+            with self.engine.connect() as conn:
+                problems = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check(5)")]
+        except DBAPIError as exc:
+            if "file is not a database" not in str(exc) and "malformed" not in str(exc):
+                raise
+            problems = [str(exc.orig)]
+        if problems != ["ok"]:
+            raise DamagedDatabaseError(
+                f"{where} is damaged or not a SQLite database: {'; '.join(problems)}",
+                hint=f"sync wrote nothing to it; restore it from a backup, or rescue what is readable with "
+                f"sqlite3 {where} .recover | sqlite3 repaired.db",
+            )
 
     def disable_sync(self, tables: Sequence[str] | None = None) -> None:
         """Remove capture from ``tables`` (default: all). The tables and their data stay as they are."""

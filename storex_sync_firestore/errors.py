@@ -5,6 +5,7 @@
     SyncError                      base; .hint says what to do, .transient whether a retry may help
      +-- ConfigurationError        the database or the log is not set up for sync (run ``init``)
      |    +-- UnsuitableTableError a table cannot be synced as it is (key, missing table)
+     +-- DamagedDatabaseError      the database file reports corruption: sync will not write to it
      +-- InvalidEntryError         an entry from the shared log is malformed or names unsynced data
      +-- DoubleCreateError         two devices created the same key and merging is switched off
      +-- SharedLogError            the shared log failed
@@ -40,6 +41,11 @@ class ConfigurationError(SyncError):
 
 class UnsuitableTableError(ConfigurationError):
     """A table cannot be synced as it is, for example because its key is auto-incremented."""
+
+
+class DamagedDatabaseError(SyncError):
+    """SQLite reports the database file damaged (``PRAGMA quick_check``); writing to it could spread the
+    damage, so sync refuses to touch it, the failure record included."""
 
 
 class InvalidEntryError(SyncError):

@@ -192,3 +192,36 @@ def test_a_device_token_may_move_only_its_own_marker(
     with pytest.raises(PermanentSharedLogError, match="denied"):
         as_b.write_batches([alice_batch(a, 5, 1)], user_id="alice", device_id=a)  # nor a's batches
     as_b.write_batches([alice_batch(b, 5, 1)], user_id="alice", device_id=b)
+
+
+def test_denied_invalid_token_and_invalid_argument_each_get_their_own_hint(
+    as_user: Callable[..., Any], firestore_client: Any, firestore_project: str
+) -> None:
+    """A refusal by the rules, a token that is not a JWT, and a request over Firestore's limits used to share
+    the hint "a document or request over Firestore's limits is a bug in packing"."""
+    from storex_sync_firestore.shared_log.firestore import translate_errors
+
+    hints: dict[str, str | None] = {}
+    with pytest.raises(PermanentSharedLogError) as denied_error:
+        FirestoreSharedLog(as_user("bob"), retry=None).create_device_id(user_id="alice")
+    hints["denied"] = denied_error.value.hint
+    garbage = end_user_client(project=firestore_project, token="not-a-jwt")
+    with pytest.raises(PermanentSharedLogError, match="ID token") as token_error:
+        FirestoreSharedLog(garbage, retry=None).create_device_id(user_id="alice")
+    hints["token"] = token_error.value.hint
+    garbage.close()
+    with pytest.raises(PermanentSharedLogError) as limit_error, translate_errors("writing a document"):
+        firestore_client.document("c/d").set({"x": "a" * 1_100_000}, retry=None)
+    hints["limit"] = limit_error.value.hint
+    # The emulator refuses to load rules that do not compile (the start fails on them: test_emulator), so
+    # the message it gives requests under such rules is passed through the translation as it arrives.
+    compiling = gexc.InvalidArgument("Error compiling rules:\nL4:52 Unexpected '='.")
+    with pytest.raises(PermanentSharedLogError, match="do not compile") as rules_error, translate_errors("x"):
+        raise compiling
+    hints["rules"] = rules_error.value.hint
+
+    assert "firestore.rules" in str(hints["denied"]) and "sign in" in str(hints["denied"])
+    assert "emulator_id_token" in str(hints["token"])
+    assert "packing" in str(hints["limit"])
+    assert "line:column" in str(hints["rules"])
+    assert len(set(hints.values())) == 4

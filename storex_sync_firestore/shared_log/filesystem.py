@@ -134,6 +134,11 @@ class FilesystemSharedLog(SharedSyncLog):
     def __repr__(self) -> str:
         return f"FilesystemSharedLog({str(self.folder)!r})"
 
+    @property
+    def url(self) -> str:
+        """The folder's absolute path: what ``open_shared_log`` reopens this log by, from any directory."""
+        return str(self.folder.resolve())
+
     # ---- paths and locking ----
 
     def _user_dir(self, user_id: str) -> Path:

@@ -35,7 +35,6 @@ from .base import SharedSyncLog, entry_count
 from .firestore_marker import Marker, Position, advance
 
 T = TypeVar("T")
-_DEFAULT: Any = object()
 
 
 _PERMANENT: tuple[tuple[type[gexc.GoogleAPICallError], str, str], ...] = (
@@ -62,6 +61,20 @@ _PERMANENT: tuple[tuple[type[gexc.GoogleAPICallError], str, str], ...] = (
 )
 """Errors retrying cannot fix: what happened, and what to do about it."""
 
+_INVALID_ARGUMENT: tuple[tuple[str, str, str], ...] = (
+    (
+        "invalid jwt",
+        "Firestore rejected the ID token sent with {op}",
+        "pass a Firebase Auth ID token (a JWT) to end_user_client; on the emulator, emulator_id_token(uid)",
+    ),
+    (
+        "error compiling rules",
+        "the security rules do not compile, so Firestore refused {op}",
+        "fix firestore.rules at the line:column named, then restart the emulator (or set_rules) or redeploy",
+    ),
+)
+"""INVALID_ARGUMENT says several unrelated things; these are told apart by their message."""
+
 
 @contextlib.contextmanager
 def translate_errors(operation: str) -> Iterator[None]:
@@ -71,6 +84,12 @@ def translate_errors(operation: str) -> Iterator[None]:
     except SharedLogError:
         raise
     except Exception as exc:
+        if isinstance(exc, gexc.InvalidArgument):
+            for needle, what, hint in _INVALID_ARGUMENT:
+                if needle in str(exc.message).lower():
+                    raise PermanentSharedLogError(
+                        f"{what.format(op=operation)}: {exc.message}", hint=hint
+                    ) from exc
         for kind, what, hint in _PERMANENT:
             if isinstance(exc, kind):
                 message = f"{what.format(op=operation)}: {exc.message}"
@@ -118,10 +137,10 @@ class _Memo:
 class FirestoreSharedLog(SharedSyncLog):
     """Shared log in Firestore under ``{root}/{userId}/...``; see ``firestore_layout`` for the layout.
 
-    ``retry``: omitted = :data:`DEFAULT_POLICY`, ``None`` = one attempt, or a :class:`RetryPolicy`.
+    ``retry``: a :class:`RetryPolicy` (by default :data:`DEFAULT_POLICY`), or ``None`` for one attempt.
     ``timeout``: seconds per Firestore call. ``settle_time``: how long after its ``sharedOn`` a commit is
     assumed to be visible (see ``firestore_marker``); keep it above the commit deadline (``timeout``).
-    ``page_docs``: most batch documents read per ``get_unsynced_entries`` call (bounds memory).
+    ``page_docs``: most batch documents read per ``get_unsynced_batches`` call (bounds memory).
     """
 
     max_batch_bytes: int | None = layout.MAX_BATCH_BYTES
@@ -131,7 +150,7 @@ class FirestoreSharedLog(SharedSyncLog):
         client: firestore.Client,
         *,
         root: str = layout.DEFAULT_ROOT,
-        retry: RetryPolicy | None = _DEFAULT,
+        retry: RetryPolicy | None = DEFAULT_POLICY,
         timeout: float | None = 20.0,
         settle_time: timedelta = timedelta(seconds=30),
         page_docs: int = 32,
@@ -139,7 +158,7 @@ class FirestoreSharedLog(SharedSyncLog):
     ) -> None:
         self.client = client
         self.root = layout.validate_id("root collection", root)
-        self.retry = DEFAULT_POLICY if retry is _DEFAULT else (retry or NO_RETRY)
+        self.retry = retry or NO_RETRY
         self.timeout = timeout
         self.settle_time = settle_time
         self.page_docs = page_docs
@@ -169,6 +188,12 @@ class FirestoreSharedLog(SharedSyncLog):
 
     def _rpc(self) -> dict[str, Any]:
         return {"retry": None, "timeout": self.timeout}
+
+    @property
+    def url(self) -> str:
+        """``firestore://PROJECT[/ROOT]``: how ``open_shared_log`` reopens this log (``init`` keeps it)."""
+        root = "" if self.root == layout.DEFAULT_ROOT else f"/{self.root}"
+        return f"firestore://{self.client.project}{root}"
 
     # ---- devices ----
 

@@ -32,6 +32,8 @@ class MemorySharedLog:
     """Shared log held in memory; thread-safe. ``now`` is injectable so tests control ``shared_until``."""
 
     max_batch_bytes: int | None = None
+    #: ``memory://NAME`` when opened by ``open_shared_log`` (it reopens the same log in this process).
+    url: str | None = None
 
     def __init__(self, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._now = now
