@@ -2,27 +2,42 @@
 
 Errors are the library's (every ``SyncError`` names its fix in ``.hint``); here they become one line on
 stderr and exit status 1. ``--debug`` shows the traceback instead.
+
+Only click and the standard library are imported up front: ``commands`` (and with it SQLAlchemy) is
+imported by the command that needs it, so ``storex-sync --help`` answers at once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
-from . import commands
 from .errors import SyncError
-from .models import SyncSummary
-from .progress import SyncProgress
+
+if TYPE_CHECKING:
+    from .continuous import ContinuousSync
+    from .models import SyncSummary
 
 log = logging.getLogger("storex_sync_firestore")
+#: How long ``watch`` waits for a running sync after Ctrl-C or SIGTERM before it exits anyway.
+STOP_GRACE = 1.0
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    """A SQLAlchemy error, asked without importing SQLAlchemy (it is loaded if one was raised)."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -30,12 +45,17 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, SyncError):
         message = str(exc.args[0]) if exc.args else type(exc).__name__
         text = f"{message}; {exc.hint}" if exc.hint else message
-    elif isinstance(exc, SQLAlchemyError):
-        cause = getattr(exc, "orig", None) or exc
-        text = f"database error: {cause}; check --db and that the database server is running"
+    elif isinstance(exc, Exception) and _is_database_error(exc):
+        from .commands import explain_database_error
+
+        text = explain_database_error(exc)
     else:
         text = f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
+
+
+def _known(exc: BaseException) -> bool:
+    return isinstance(exc, SyncError | OSError) or _is_database_error(exc)
 
 
 class _Group(click.Group):
@@ -44,8 +64,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (SyncError, SQLAlchemyError, OSError) as exc:
-            if ctx.params.get("debug"):
+        except Exception as exc:
+            if ctx.params.get("debug") or not _known(exc):
                 raise
             raise click.ClickException(_one_line(exc)) from exc
 
@@ -85,6 +105,16 @@ def cli(debug: bool, verbose: bool) -> None:
 @click.option("--log", "log_url", metavar="LOG", help="firestore://PROJECT[/ROOT], a folder, or memory://.")
 @click.option("--new-device", is_flag=True, help="Register as a new device, forgetting the stored id.")
 @click.option(
+    "--switch-user",
+    is_flag=True,
+    help="Move a database registered for another user to --user: a new device that shares every row again.",
+)
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="End-to-end encryption: the passphrase comes from $STOREX_SYNC_PASSPHRASE or a prompt.",
+)
+@click.option(
     "--on-conflict",
     metavar="RULE",
     help="For --tables: the later of two rows with the same unique value is deleted (delete-later, the "
@@ -98,24 +128,30 @@ def init(
     user_id: str | None,
     log_url: str | None,
     new_device: bool,
+    switch_user: bool,
+    encrypt: bool,
     on_conflict: str | None,
     timeout: float | None,
     as_json: bool,
 ) -> None:
-    """Enable sync on tables and register the database as a device. Safe to run again.
+    """Enable sync on tables and register the database as a device. All or nothing; safe to run again.
 
     Without --tables, brings the synced tables up to date with their schema and replays entries set
     aside for a missing table or column.
     """
+    from . import commands
+
     names = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
-    db = commands.open_database(db_url, create=True)
+    db = commands.open_database(db_url)
     result = commands.init_database(
         db,
         names,
         user_id=user_id,
         log_url=log_url,
         new_device=new_device,
+        switch_user=switch_user,
         timeout=timeout,
+        passphrase=_passphrase(PASSPHRASE_ENV, "Passphrase of the shared log") if encrypt else None,
         on_conflict=on_conflict,
     )
     if as_json:
@@ -123,6 +159,42 @@ def init(
     else:
         click.echo(f"device {result['device_id']} of user {result['user_id']} in {result['log']}")
         click.echo(f"syncing tables: {', '.join(result['tables'])}")
+        if result["encrypted"]:
+            click.echo("end-to-end encrypted: the shared log holds only ciphertext")
+
+
+PASSPHRASE_ENV = "STOREX_SYNC_PASSPHRASE"
+NEW_PASSPHRASE_ENV = "STOREX_SYNC_NEW_PASSPHRASE"
+
+
+def _passphrase(env: str, prompt: str) -> Callable[[bool], str]:
+    """A passphrase from ``env`` or, on a terminal, a hidden prompt (confirmed when a key is created).
+    Never a command-line argument: those end up in shell histories and process lists."""
+
+    def ask(confirm: bool) -> str:
+        value = os.environ.get(env)
+        if value:
+            return value
+        return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+
+    return ask
+
+
+@cli.command()
+@db_option
+@timeout_option
+def passphrase(db_url: str, timeout: float | None) -> None:
+    """Change the passphrase of an encrypted shared log (the data key is rewrapped, nothing re-encrypted).
+
+    The current passphrase comes from $STOREX_SYNC_PASSPHRASE, the new one from
+    $STOREX_SYNC_NEW_PASSPHRASE, or each from a prompt.
+    """
+    from . import commands
+
+    old = _passphrase(PASSPHRASE_ENV, "Current passphrase")(False)
+    new = _passphrase(NEW_PASSPHRASE_ENV, "New passphrase")(True)
+    commands.change_log_passphrase(commands.open_database(db_url), old=old, new=new, timeout=timeout)
+    click.echo("passphrase changed; every device keeps syncing (they hold the data key)")
 
 
 def _summary_text(summary: SyncSummary) -> str:
@@ -142,12 +214,15 @@ def _summary_text(summary: SyncSummary) -> str:
 @json_option
 def sync(db_url: str, timeout: float | None, as_json: bool) -> None:
     """Run one full sync: receive, share, reconcile."""
+    from . import commands
+    from .progress import SyncProgress
+
     db = commands.open_database(db_url)
     progress = SyncProgress(totals={"share": commands.pending_count(db)})
     try:
         summary = commands.sync_database(db, timeout=timeout, progress=progress)
-    except (SyncError, SQLAlchemyError, OSError) as exc:
-        if as_json:
+    except Exception as exc:
+        if as_json and _known(exc):
             click.echo(json.dumps({"ok": False, "error": _one_line(exc)}))
         raise
     finally:
@@ -167,6 +242,7 @@ def sync(db_url: str, timeout: float | None, as_json: bool) -> None:
 @timeout_option
 def watch(db_url: str, interval: float | None, timeout: float | None) -> None:
     """Keep syncing until Ctrl-C: soon after a local change or another device's upload."""
+    from . import commands
     from .continuous import ContinuousSync
 
     db = commands.open_database(db_url)
@@ -176,28 +252,45 @@ def watch(db_url: str, interval: float | None, timeout: float | None) -> None:
     )
     started: dict[str, float] = {}
     runner.events.on("sync_started", lambda: started.update(at=time.monotonic()))
-    runner.events.on("sync_finished", lambda **kw: _report_watch(started.get("at", 0.0), **kw))
+    runner.events.on("sync_finished", lambda **kw: _report_watch(runner, started.get("at", 0.0), **kw))
+    if not log.isEnabledFor(logging.INFO):  # each failure is reported once, by _report_watch
+        logging.getLogger("storex_sync_firestore.continuous").setLevel(logging.ERROR)
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    # Both signals are handled here, not as KeyboardInterrupt: a shell starts a background job with
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt at all.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
     runner.start()
     click.echo(f"watching {db_url} through {state['log']}; Ctrl-C to stop")
-    try:
-        while not done.wait(0.5):
-            pass
-    except KeyboardInterrupt:
+    while not done.wait(0.5):
         pass
-    finally:
-        runner.stop()
-    click.echo("stopped")
+    if runner.stop(timeout=STOP_GRACE):
+        click.echo("stopped")
+        return
+    # The sync under way is waiting for the network. Leaving it loses nothing (a sync is crash-safe: the
+    # next one resumes it), but finalizing the interpreter around a gRPC call in flight can take a second
+    # or more, so exit at once, after flushing what was printed and logged.
+    click.echo("stopped (the sync under way was waiting for the network; the next one resumes it)")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _report_watch(
-    started: float, *, summary: SyncSummary | None, error: BaseException | None, **_: Any
+    runner: ContinuousSync,
+    started: float,
+    *,
+    summary: SyncSummary | None,
+    error: BaseException | None,
+    **_: Any,
 ) -> None:
     stamp = datetime.now().strftime("%H:%M:%S")
     took = time.monotonic() - started
     if error is not None:
-        click.echo(f"{stamp} sync failed: {_one_line(error)}", err=True)
+        wait = runner.next_retry_in
+        again = f"; trying again in {wait:.1f} s" if wait is not None else ""
+        click.echo(f"{stamp} sync failed: {_one_line(error)}{again}", err=True)
     elif summary is not None and (summary.sent or summary.received or summary.applied or summary.set_aside):
         s = summary
         click.echo(
@@ -211,6 +304,8 @@ def _report_watch(
 @json_option
 def status(db_url: str, as_json: bool) -> None:
     """Show the device, its log, what waits to be shared or applied, and the last sync."""
+    from . import commands
+
     info = commands.database_status(commands.open_database(db_url))
     if as_json:
         click.echo(json.dumps(info, default=str))
@@ -253,6 +348,8 @@ def disable(db_url: str, tables: str) -> None:
     Nothing is lost: changes captured so far are kept and shared, entries from other devices wait, and
     the tables keep their history. Writes made while capture is off are not synced.
     """
+    from . import commands
+
     names = [t.strip() for t in tables.split(",") if t.strip()]
     done = commands.disable_tables(commands.open_database(db_url), names)
     click.echo(f"capture off on: {', '.join(done)}; after your change run 'storex-sync init --db {db_url} "
@@ -272,6 +369,64 @@ def demo(keep: bool) -> None:
         raise click.ClickException(" ".join(str(exc).split("\n")[0].split())) from exc
     if not converged:
         raise SystemExit(1)
+
+
+@cli.command()
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="firebase.json to take host, port and rules from (default: ./firebase.json if there is one).",
+)
+@click.option(
+    "--host", default=None, help="Address to listen on (default: from firebase.json, else 127.0.0.1)."
+)
+@click.option(
+    "--port", type=int, default=None, help="Port (default: from firebase.json, else 8080; 0: any free)."
+)
+@click.option(
+    "--rules",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Security rules file (default: from firebase.json, else ./firestore.rules if there is one).",
+)
+@click.option(
+    "--firebase-launcher",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Instead: write a launcher jar for firebase-tools into DIR and print its path.",
+)
+def emulator(
+    config: Path | None,
+    host: str | None,
+    port: int | None,
+    rules: Path | None,
+    firebase_launcher: Path | None,
+) -> None:
+    """Run a local Firestore emulator until Ctrl-C, and print the FIRESTORE_EMULATOR_HOST to use."""
+    from .testing.emulator import EmulatorError, configured_emulator, write_firebase_launcher
+
+    try:
+        if firebase_launcher is not None:
+            click.echo(write_firebase_launcher(firebase_launcher))
+            return
+        runner = configured_emulator(config, host=host, port=port, rules=rules)
+        done = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: done.set())
+        runner.start()
+    except EmulatorError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from exc
+    try:
+        click.echo(f"Firestore emulator ready; rules: {runner.rules or 'none (everything allowed)'}")
+        click.echo(f"export FIRESTORE_EMULATOR_HOST={runner.host_port}")
+        while not done.wait(0.5):
+            if runner.process is None or runner.process.poll() is not None:
+                raise click.ClickException(f"the emulator exited: {' '.join(runner.log_tail(3).split())}")
+    finally:
+        runner.stop()
+    click.echo("stopped")
 
 
 def main() -> None:

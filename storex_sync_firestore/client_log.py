@@ -3,7 +3,8 @@
 ``_sync_log`` holds local entries (stamped from ``_sync_capture``) and received ones. States, as in the
 original: a local entry is *unshared* (``shared_on = 0``), *planned* for an upload (``upload_batch`` set),
 *shared* (``shared_on`` > 0) or *withheld* (``shared_on = -1``: dropped by ``pre_send`` or too large);
-a received entry *needs integration* until the reconciler has applied it. ``(device_id, hlc)`` is unique,
+a received entry *needs integration* until the reconciler has applied it. A planned batch sits in
+``_sync_outbox``, exactly as it will be sent, until the shared log has it. ``(device_id, hlc)`` is unique,
 so a duplicate delivery changes nothing. ``sqlite3 app.db 'select * from _sync_log'`` is the debugging tool.
 """
 
@@ -13,22 +14,23 @@ import functools
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, text
 
-from .capture.base import CAPTURE_TABLE, LOG_TABLE, QUARANTINE_TABLE, CaptureDialect, TableInfo
+from .capture.base import CAPTURE_TABLE, LOG_TABLE, OUTBOX_TABLE, QUARANTINE_TABLE, CaptureDialect, TableInfo
 from .clock import HybridLogicalClock
 from .codec import JsonSerializer, Serializer, dumps, entry_payload
-from .models import LogEntry, SharedEntry
+from .encryption import DataKey
+from .models import LogEntry, StoredBatch
 from .quarantine import quarantine
 from .reconcile import ObjectHistory, retained_keys
+from .shared_log import format as fmt
+from .signing import DeviceKey
 
 WITHHELD = -1
 STAMP_CHUNK = 20_000
-ENTRY_OVERHEAD_BYTES = 48
-"""Bytes a backend adds around each serialized entry (clock, separators): counted in upload byte limits."""
 
 PreSend = Callable[[LogEntry], LogEntry | None]
 
@@ -95,52 +97,61 @@ def stamp_pending(
 
 @dataclass(slots=True)
 class PlannedUpload:
-    """A batch of local entries recorded as planned before it is sent, so a retry sends the same list."""
+    """A batch recorded in the outbox before it is sent: a retry sends these very bytes."""
 
-    batch_id: str
-    entries: list[SharedEntry] = field(default_factory=list)
+    batch: StoredBatch | None
+    """None when every entry read was withheld or set aside: nothing to send this time."""
+    clocks: tuple[int, int] = (0, 0)
+    """First and last clock of the log rows planned into this batch."""
+    entries: int = 0
     withheld: int = 0
     set_aside: int = 0
-    clocks: tuple[int, int] | None = None
-    """First and last clock of the log rows planned into this batch (None: no row was planned)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """Who signs planned batches: the user's log, the device and its key."""
+
+    user_id: str
+    device_id: str
+    key: DeviceKey
+    cipher: DataKey | None = None
+    """The encrypted log's data key: batches are sealed with it (None: the log is not encrypted)."""
+
+
+def planned(conn: Connection) -> PlannedUpload | None:
+    """The oldest batch planned but not yet confirmed shared (after a crash or a failed send)."""
+    row = conn.execute(
+        text(
+            f"SELECT batch_id, first_hlc, last_hlc, header, payload FROM {OUTBOX_TABLE} ORDER BY seq LIMIT 1"
+        )
+    ).first()
+    if row is None:
+        return None
+    batch_id, first, last, header, payload = row
+    fields = fmt.from_header_json(json.loads(header), bytes(payload))
+    return PlannedUpload(
+        StoredBatch(str(batch_id), fields), (int(first), int(last)), int(fields[fmt.F_COUNT])
+    )
 
 
 def plan_upload(
     conn: Connection,
     *,
+    signer: Signer,
     serializer: Serializer,
     pre_send: PreSend | None,
     max_entries: int | None,
-    max_bytes: int | None,
-    max_entry_bytes: int | None,
+    max_stored_bytes: int,
     now_ms: int,
-    resume: bool = False,
 ) -> PlannedUpload | None:
-    """The next batch to upload: a batch planned earlier and not yet shared, or a new one.
+    """Plan the next batch: unshared entries in clock order, encoded, signed and put in the outbox.
 
-    A new batch takes unshared entries in clock order (flaw 3.13: never an unordered subset) up to
-    ``max_entries`` and ``max_bytes`` of UTF-8 serialized text. An entry that ``pre_send`` drops is
-    withheld; one that alone exceeds ``max_entry_bytes`` is set aside with a reason naming its table and
-    key, and later entries go on (flaw 3.12: it no longer wedges sync).
+    Takes up to ``max_entries`` entries (flaw 3.13: in clock order, never an unordered subset) and cuts the
+    batch so that its stored (compressed) payload fits ``max_stored_bytes``. An entry that ``pre_send``
+    drops is withheld; one that alone does not fit is set aside with a reason naming its table and key,
+    and later entries go on (flaw 3.12: it does not wedge sync). None when nothing is left to plan.
     """
-    if resume:
-        planned = conn.execute(
-            text(
-                f"SELECT min(upload_batch) FROM {LOG_TABLE} WHERE shared_on = 0 AND upload_batch IS NOT NULL"
-            )
-        ).scalar()
-        if planned is None:
-            return None
-        rows = conn.execute(
-            text(
-                f"SELECT {_COLUMNS} FROM {LOG_TABLE} WHERE upload_batch = :b AND shared_on = 0 ORDER BY hlc"
-            ),
-            {"b": planned},
-        ).all()
-        prepared = (_entry(r) if pre_send is None else pre_send(_entry(r)) for r in rows)
-        entries = [_shared(e, serializer) for e in prepared if e is not None]
-        clocks = (int(rows[0][2]), int(rows[-1][2])) if rows else None
-        return PlannedUpload(str(planned), entries, clocks=clocks)
     limit = "" if max_entries is None else f" LIMIT {int(max_entries)}"
     rows = conn.execute(
         text(
@@ -150,62 +161,118 @@ def plan_upload(
     ).all()
     if not rows:
         return None
-    batch = PlannedUpload(batch_id=str(rows[0][2]))
     withheld: list[int] = []
-    total = 0
+    lines: list[fmt.Line] = []
+    seqs: list[int] = []
+    by_seq = {int(r[0]): r for r in rows}
+    set_aside = 0
     plain = pre_send is None and type(serializer) is JsonSerializer
     for row in rows:
-        entry: LogEntry | None = None if plain else _entry(row)
-        if pre_send is not None:
-            entry = pre_send(entry)  # type: ignore[arg-type]
-            if entry is None:
-                withheld.append(int(row[0]))
-                batch.withheld += 1
-                continue
-        shared = _shared_row(row) if entry is None else _shared(entry, serializer)
-        size = len(shared.data.encode("utf-8")) + ENTRY_OVERHEAD_BYTES
-        if max_entry_bytes is not None and size > max_entry_bytes:
-            entry = entry or _entry(row)
-            quarantine(
-                conn,
-                [entry],
-                f"entry for {entry.table} key {list(entry.pk)} is {size} bytes, over the shared log's limit "
-                f"of {max_entry_bytes} bytes per entry: it was not sent; shrink the row or split the value",
-                direction="outgoing",
-                now_ms=now_ms,
-            )
+        line = _line(row) if plain else _hooked_line(row, serializer, pre_send)
+        if line is None:
             withheld.append(int(row[0]))
-            batch.set_aside += 1
             continue
-        if max_bytes is not None and batch.entries and total + size > max_bytes:
+        lines.append(line)
+        seqs.append(int(row[0]))
+    batch: tuple[str, dict[str, Any]] | None = None
+    while lines:
+        batch = _fitting(lines, signer, max_stored_bytes)
+        if batch is not None:
             break
-        total += size
-        batch.entries.append(shared)
-        batch.clocks = (batch.clocks[0] if batch.clocks else int(row[2]), int(row[2]))
-    _many(conn, f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = ?", [(s,) for s in withheld])
-    if batch.clocks is not None:
-        # One range update: every unshared, unplanned entry in the clock range was read above and is
-        # either chosen or (just) withheld, and only the sync itself writes to the log.
-        conn.execute(
-            text(
-                f"UPDATE {LOG_TABLE} SET upload_batch = :b "
-                "WHERE shared_on = 0 AND upload_batch IS NULL AND hlc BETWEEN :first AND :last"
-            ),
-            {"b": batch.batch_id, "first": batch.clocks[0], "last": batch.clocks[1]},
+        # The first entry alone does not fit a document: set it aside, go on with the rest.
+        entry = _entry(by_seq[seqs[0]])
+        quarantine(
+            conn,
+            [entry],
+            f"entry for {entry.table} key {list(entry.pk)} does not fit one shared-log document even "
+            f"compressed ({len(lines[0].text.encode()):,} bytes): it was not sent; "
+            "shrink the row or split the value",
+            direction="outgoing",
+            now_ms=now_ms,
         )
-    return batch
+        withheld.append(seqs.pop(0))
+        lines.pop(0)
+        set_aside += 1
+    _many(conn, f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = ?", [(s,) for s in withheld])
+    if batch is None:
+        return PlannedUpload(None, withheld=len(withheld) - set_aside, set_aside=set_aside)
+    batch_id, fields = batch
+    count = fields[fmt.F_COUNT]
+    clocks = (lines[0].hlc, lines[count - 1].hlc)
+    conn.execute(
+        text(
+            f"INSERT INTO {OUTBOX_TABLE} (batch_id, first_hlc, last_hlc, header, payload) "
+            "VALUES (:b, :first, :last, :h, :p)"
+        ),
+        {
+            "b": batch_id,
+            "first": clocks[0],
+            "last": clocks[1],
+            "h": json.dumps(fmt.header_json(fields)),
+            "p": fields[fmt.F_PAYLOAD],
+        },
+    )
+    # One range update: every unshared, unplanned entry in the clock range was read above and is either
+    # in the batch or (just) withheld, and only the sync itself writes to the log.
+    conn.execute(
+        text(
+            f"UPDATE {LOG_TABLE} SET upload_batch = :b "
+            "WHERE shared_on = 0 AND upload_batch IS NULL AND hlc BETWEEN :first AND :last"
+        ),
+        {"b": batch_id, "first": clocks[0], "last": clocks[1]},
+    )
+    return PlannedUpload(StoredBatch(batch_id, fields), clocks, count, len(withheld) - set_aside, set_aside)
 
 
-def _shared(entry: LogEntry, serializer: Serializer) -> SharedEntry:
-    return SharedEntry(entry.device_id, entry.hlc, serializer.dumps(entry_payload(entry)))
+def planned_entries(conn: Connection, batch: PlannedUpload) -> list[LogEntry]:
+    """The log entries a planned batch carries (as logged, before any ``pre_send``), for events."""
+    if batch.batch is None:
+        return []
+    rows = conn.execute(
+        text(f"SELECT {_COLUMNS} FROM {LOG_TABLE} WHERE upload_batch = :b AND shared_on = 0 ORDER BY hlc"),
+        {"b": batch.batch.batch_id},
+    ).all()
+    return [_entry(r) for r in rows]
 
 
-def _shared_row(row: Sequence[Any]) -> SharedEntry:
-    """The default serializer's text, assembled from the stored JSON without parsing it: the same
-    payload ``JsonSerializer`` writes (keys in the same order), for the common case of no hooks."""
-    _seq, device_id, hlc, tbl, pk, op, value, _pending = row
+def _fitting(lines: list[fmt.Line], signer: Signer, budget: int) -> tuple[str, dict[str, Any]] | None:
+    """The longest prefix of ``lines`` whose compressed payload fits ``budget``, encoded; None if not even
+    the first line fits. Each cut aims just under the budget by the ratio the last attempt showed."""
+    n = len(lines)
+    while n:
+        batch_id, fields = fmt.encode_batch(
+            lines[:n],
+            user_id=signer.user_id,
+            device_id=signer.device_id,
+            key=signer.key,
+            cipher=signer.cipher,
+        )
+        stored = len(fields[fmt.F_PAYLOAD])
+        if stored <= budget:
+            return batch_id, fields
+        n = 0 if n == 1 else max(1, min(n - 1, int(n * budget / stored * 0.9)))
+    return None
+
+
+def _line(row: Sequence[Any]) -> fmt.Line:
+    """The default serializer's text, assembled from the stored JSON without parsing it: the bytes
+    ``JsonSerializer`` writes for the entry (keys in the same order), for the common case of no hooks."""
+    _seq, _device_id, hlc, tbl, pk, op, value, _pending = row
     tail = "}" if value is None else f',"value":{value}}}'
-    return SharedEntry(str(device_id), int(hlc), f'{{"op":"{op}","table":{_json_name(tbl)},"pk":{pk}{tail}')
+    return fmt.Line(int(hlc), f'{{"op":"{op}","table":{_json_name(tbl)},"pk":{pk}{tail}')
+
+
+def _hooked_line(row: Sequence[Any], serializer: Serializer, pre_send: PreSend | None) -> fmt.Line | None:
+    entry = _entry(row)
+    if pre_send is not None:
+        sent = pre_send(entry)
+        if sent is None:
+            return None
+        entry = sent
+    body = serializer.dumps(entry_payload(entry))
+    if "\n" in body:
+        raise ValueError("a serializer's output must not contain line breaks (one entry per line)")
+    return fmt.Line(entry.hlc, body)
 
 
 @functools.lru_cache(maxsize=256)
@@ -214,18 +281,20 @@ def _json_name(name: str) -> str:
 
 
 def mark_shared(conn: Connection, batch: PlannedUpload, now_ms: int) -> None:
-    """Record that the shared log durably holds the planned ``batch``.
+    """Record that the shared log durably holds the planned ``batch``, and drop it from the outbox.
 
     The batch's clock range bounds the update, so it touches the batch's rows, not every unshared one.
     """
-    if batch.clocks is not None:
-        conn.execute(
-            text(
-                f"UPDATE {LOG_TABLE} SET shared_on = :now "
-                "WHERE shared_on = 0 AND hlc BETWEEN :first AND :last AND upload_batch = :b"
-            ),
-            {"now": now_ms, "b": batch.batch_id, "first": batch.clocks[0], "last": batch.clocks[1]},
-        )
+    if batch.batch is None:
+        return
+    conn.execute(
+        text(
+            f"UPDATE {LOG_TABLE} SET shared_on = :now "
+            "WHERE shared_on = 0 AND hlc BETWEEN :first AND :last AND upload_batch = :b"
+        ),
+        {"now": now_ms, "b": batch.batch.batch_id, "first": batch.clocks[0], "last": batch.clocks[1]},
+    )
+    conn.execute(text(f"DELETE FROM {OUTBOX_TABLE} WHERE batch_id = :b"), {"b": batch.batch.batch_id})
 
 
 def insert_received(conn: Connection, entries: Sequence[LogEntry], now_ms: int) -> None:
@@ -403,6 +472,7 @@ def adopt_unshared(conn: Connection, *, old: str, new: str) -> int:
 
     A batch planned but unconfirmed is planned afresh: under the new id it is a different upload.
     """
+    conn.execute(text(f"DELETE FROM {OUTBOX_TABLE}"))
     result = conn.execute(
         text(
             f"UPDATE {LOG_TABLE} SET device_id = :new, upload_batch = NULL "

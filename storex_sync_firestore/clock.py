@@ -11,10 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from .errors import ClockDriftError
-
 COUNTER_BITS = 16
-DEFAULT_MAX_DRIFT_MS = 24 * 3600 * 1000
 
 
 def wall_clock_ms() -> int:
@@ -31,20 +28,11 @@ class HybridLogicalClock:
     """One device's clock. ``last`` is the newest timestamp issued or seen; persist it between runs.
 
     ``now_ms`` is injectable so tests can put a device's wall clock an hour behind another's.
-    ``max_drift_ms`` bounds how far ahead of our wall clock a received timestamp may be before it is
-    refused: a device with a clock years in the future would otherwise win every conflict forever.
     """
 
-    def __init__(
-        self,
-        last: int = 0,
-        *,
-        now_ms: Callable[[], int] = wall_clock_ms,
-        max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
-    ) -> None:
+    def __init__(self, last: int = 0, *, now_ms: Callable[[], int] = wall_clock_ms) -> None:
         self.last = last
         self.now_ms = now_ms
-        self.max_drift_ms = max_drift_ms
 
     def stamp(self, wall_ms: int | None = None) -> int:
         """Issue the next timestamp for a local change captured at ``wall_ms`` (default: now).
@@ -67,16 +55,10 @@ class HybridLogicalClock:
         self.last = last
         return stamps
 
-    def check(self, hlc: int) -> None:
-        """Raise ``ClockDriftError`` if ``hlc`` lies implausibly far in the future."""
-        ahead = wall_ms_of(hlc) - self.now_ms()
-        if ahead > self.max_drift_ms:
-            raise ClockDriftError(
-                f"timestamp {hlc} is {ahead / 3_600_000:.1f} hours ahead of this device's clock",
-                hint="check the clock of the device that wrote it; the entry was set aside, not applied",
-            )
-
     def receive(self, hlc: int) -> None:
-        """Move past a timestamp seen from another device (after :meth:`check`)."""
-        self.check(hlc)
+        """Move past a timestamp seen from another device.
+
+        How far ahead a received timestamp may be is judged before this, against the shared log's clock
+        (``validate.MAX_AHEAD_MS``), so every device makes the same decision about it.
+        """
         self.last = max(self.last, hlc)

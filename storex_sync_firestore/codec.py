@@ -1,20 +1,26 @@
-"""How values and entries cross the log: JSON, with explicit tags for what JSON lacks.
+"""How values and entries cross the log: one canonical JSON encoding, with tags only for what JSON lacks.
 
-A column value travels as plain JSON when JSON can hold it (null, booleans, integers, finite floats,
-text), and otherwise as a one-key object naming its type::
+A column value travels as plain JSON when JSON holds it exactly (null, booleans, 64-bit integers, finite
+floats, text), and otherwise as a one-key object naming its type::
 
-    {"$bytes": "<hex>"}   {"$date": "2024-05-01"}   {"$datetime": "2024-05-01T10:00:00+02:00"}
-    {"$decimal": "19.90"} {"$uuid": "..."}          {"$json": <any JSON>}   {"$float": "nan"|"inf"|"-inf"}
+    {"$bytes": "<lowercase hex>"}  {"$float": "nan"|"inf"|"-inf"}
+    {"$date": "2024-05-01"}  {"$datetime": "2024-05-01T10:00:00.12+00:00"}  {"$decimal": "19.90"}
+    {"$uuid": "..."}  {"$json": "<the JSON document's text>"}
 
-The same encoding is produced by the SQLite and PostgreSQL capture triggers and read by every apply
-stage, which is what lets a SQLite database and a PostgreSQL database sync with each other. Text is never
-guessed to be a date (the original revived every date-looking string).
+SQLite values are encoded by storage class, never by declared type: a TEXT that looks like a date stays
+that text, byte for byte (the original revived every date-looking string). The date, decimal, uuid and
+json tags come only from PostgreSQL's typed columns. What each becomes in the other database is the table
+in ``docs/types.md``.
+
+``dumps`` is the one encoder of everything stored in ``_sync_log`` and sent to the shared log (orjson:
+compact, UTF-8, shortest round-trip floats; it refuses integers beyond 64 bits and lone surrogates), and
+``loads`` its decoder, whose nesting limit is fixed (1024) rather than set by the Python stack.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,28 +28,56 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+import orjson
+
 from .errors import InvalidEntryError
 from .models import OPS, Json, LogEntry
 
 
-@dataclass(frozen=True, slots=True)
-class JsonScalar:
-    """A JSON column value that is a bare scalar (``"abc"``, ``5``, ``true``, ``null``): ``{"$json": "abc"}``.
+def dumps(value: Any) -> str:
+    """The canonical encoding: the same text for the same value on every device, backend and path."""
+    return orjson.dumps(value).decode()
 
-    Decoded objects and arrays are plain dicts and lists, but a decoded JSON *string* would be
-    indistinguishable from text, and a JSON column would then store ``abc`` instead of ``"abc"``. The
-    wrapper keeps the difference until ``to_db`` writes it as JSON.
+
+def loads(text: str | bytes) -> Any:
+    """Decode what :func:`dumps` (or any JSON writer) wrote. Raises ``ValueError`` for invalid JSON.
+
+    orjson reads an integer beyond 64 bits as a float, silently rounding it: such a number is refused
+    instead (found by a scan that runs only when the text holds a run of 19 digits).
+    """
+    value = orjson.loads(text)
+    raw = text if isinstance(text, str) else text.decode()
+    if _LONG_DIGITS.search(raw):
+        for token in _JSON_TOKEN.finditer(raw):
+            number = token.group(1)
+            if number is not None and not -(2**63) <= int(number) < 2**64:
+                raise ValueError(f"integer {number} is beyond 64 bits: JSON readers would round it")
+    return value
+
+
+_LONG_DIGITS = re.compile(r"\d{19}")
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|(-?\d+)(?![.eE\d])|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
+"""Strings, integers (group 1) and other numbers of valid JSON text: digits inside strings are skipped."""
+
+
+@dataclass(frozen=True, slots=True)
+class JsonText:
+    """A JSON document from a ``json``/``jsonb`` column, as its text: ``{"$json": "{\\"a\\": 1.10}"}``.
+
+    Text, not a parsed value: parsing would turn ``1.10`` into ``1.1`` and lose digits of large numbers,
+    and PostgreSQL's ``json`` type keeps the document's spacing and key order exactly.
     """
 
-    value: str | int | float | bool | None
+    text: str
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+@dataclass(frozen=True, slots=True)
+class TimeText:
+    """A date or timestamp PostgreSQL holds but Python cannot (``infinity``, a BC date, year 10000 and
+    beyond), kept as PostgreSQL's ISO text: PostgreSQL reads it back exactly, SQLite stores the text."""
 
-
-def dumps(value: Any) -> str:
-    """Canonical compact JSON: the same text for the same value on every device and backend."""
-    return _ENCODER.encode(value)
+    tag: str
+    text: str
 
 
 def encode_value(value: Any) -> Json:
@@ -63,9 +97,11 @@ def encode_value(value: Any) -> Json:
     if isinstance(value, uuid.UUID):
         return {"$uuid": str(value)}
     if isinstance(value, dict | list):
-        return {"$json": value}
-    if isinstance(value, JsonScalar):
-        return {"$json": value.value}
+        return {"$json": dumps(value)}
+    if isinstance(value, JsonText):
+        return {"$json": value.text}
+    if isinstance(value, TimeText):
+        return {value.tag: value.text}
     raise TypeError(f"cannot encode a {type(value).__name__} for the sync log")
 
 
@@ -98,14 +134,62 @@ def _decode_float(raw: str) -> float:
     return float(raw)
 
 
-def _decode_json(raw: Any) -> Any:
-    return raw if isinstance(raw, dict | list) else JsonScalar(raw)
+def _decode_bytes(raw: Any) -> bytes:
+    if not _HEX.fullmatch(_str(raw)):
+        raise ValueError("expected lowercase hex digits, two per byte")
+    return bytes.fromhex(raw)
+
+
+def _decode_json(raw: Any) -> JsonText:
+    # A string is the document's text. Anything else is a document written by an older version, which
+    # sent the parsed value: its canonical text is the closest there is to what was written.
+    return JsonText(raw if isinstance(raw, str) else dumps(raw))
+
+
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+DECIMAL_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?(NaN|Infinity)")
+"""Decimal numbers as PostgreSQL and Python write them; not Python's laxer forms (' 1', '1_000')."""
+_TIME_TEXT = re.compile(
+    r"-?infinity|\d{4,}-\d\d-\d\d([T ]\d\d:\d\d:\d\d(\.\d{1,6})?([+-]\d\d(:\d\d(:\d\d)?)?)?)?( BC)?"
+)
+_LONG_FRACTION = re.compile(r"[.,]\d{7}")
+
+
+def parse_date(raw: str) -> date | TimeText:
+    """An ISO-8601 date; PostgreSQL's ``infinity`` or BC forms as :class:`TimeText`."""
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        if _TIME_TEXT.fullmatch(raw) and "T" not in raw and " " not in raw.removesuffix(" BC"):
+            return TimeText("$date", raw)
+        raise
+
+
+def parse_datetime(raw: str) -> datetime | TimeText:
+    """An ISO-8601 timestamp to the microsecond (more digits would be cut: refused); PostgreSQL's
+    ``infinity`` or BC forms as :class:`TimeText`."""
+    if _LONG_FRACTION.search(raw):
+        raise ValueError("more than 6 fractional digits: finer than a microsecond")
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        if _TIME_TEXT.fullmatch(raw):
+            return TimeText("$datetime", raw)
+        raise
+
+
+def _decode_date(raw: Any) -> date | TimeText:
+    return parse_date(_str(raw))
+
+
+def _decode_datetime(raw: Any) -> datetime | TimeText:
+    return parse_datetime(_str(raw))
 
 
 _DECODERS = {
-    "$bytes": bytes.fromhex,
-    "$date": date.fromisoformat,
-    "$datetime": datetime.fromisoformat,
+    "$bytes": _decode_bytes,
+    "$date": _decode_date,
+    "$datetime": _decode_datetime,
     "$decimal": lambda raw: _decimal(_str(raw)),
     "$uuid": lambda raw: uuid.UUID(_str(raw)),
     "$json": _decode_json,
@@ -117,7 +201,9 @@ MAX_DECIMAL_EXPONENT = 1_000
 
 
 def _decimal(raw: str) -> Decimal:
-    """A finite decimal of sane size: '1e999999999' would become a gigabyte of digits in a TEXT column."""
+    """A decimal of sane size: '1e999999999' would become a gigabyte of digits in a TEXT column."""
+    if not DECIMAL_TEXT.fullmatch(raw):
+        raise ValueError("not a decimal number")
     value = Decimal(raw)
     if value.is_finite() and abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
         raise ValueError(f"exponent beyond +-{MAX_DECIMAL_EXPONENT}")
@@ -128,10 +214,6 @@ def _str(raw: Any) -> str:
     if not isinstance(raw, str):
         raise TypeError("expected a string")
     return raw
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f'{name} is not JSON: a non-finite number must travel tagged, as {{"$float": ...}}')
 
 
 class Serializer(Protocol):
@@ -153,7 +235,7 @@ class JsonSerializer:
         return dumps(payload)
 
     def loads(self, text: str) -> Mapping[str, Any]:
-        loaded = json.loads(text, parse_constant=_refuse_constant)
+        loaded = loads(text)  # NaN and Infinity are not JSON: orjson refuses them
         if not isinstance(loaded, dict):
             raise InvalidEntryError("an entry payload must be a JSON object")
         return loaded

@@ -7,30 +7,33 @@ Applications can call these too: ``init_database`` is "make this database a devi
 from __future__ import annotations
 
 import getpass
-from collections.abc import Sequence
+import importlib.util
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from . import client_log, registry, resolutions
 from .capture.base import QUARANTINE_TABLE, RESOLUTIONS_TABLE
 from .continuous import sync_and_record
 from .database import SyncedDatabase
-from .devices import register_device
-from .errors import ConfigurationError
+from .devices import change_passphrase, check_user, create_log_key, prepare_registration, remember_data_key
+from .encryption import DataKey, unwrap
+from .errors import ConfigurationError, SharedLogError
 from .models import SyncSummary
 from .shared_log import open_shared_log
 from .shared_log.base import SharedSyncLog
 
 NOT_INITIALIZED_HINT = "run 'storex-sync init --db URL --tables TABLE,... --log LOG' first"
+POSTGRES_EXTRA = "pip install 'storex-sync-firestore[postgres]'"
 
 
-def open_database(url: str, *, create: bool = False) -> SyncedDatabase:
-    """Open ``url`` (a SQLAlchemy URL). Unless ``create``, a missing SQLite file is an error: SQLite would
-    otherwise create an empty database, and the user would be told "not initialised" about a typo."""
+def open_database(url: str) -> SyncedDatabase:
+    """Open ``url`` (a SQLAlchemy URL) as it exists: a missing SQLite file is an error, not an empty
+    database that SQLite would create (and leave behind) on a typo. A missing driver names its extra."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -38,12 +41,43 @@ def open_database(url: str, *, create: bool = False) -> SyncedDatabase:
             f"{url!r} is not a database URL",
             hint="use e.g. sqlite:///notes.db or postgresql+psycopg://host/db",
         ) from exc
-    database = parsed.database or ""
-    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
-        path = Path(database)
-        if not create and not path.exists():
-            raise ConfigurationError(f"no database file {path}", hint="check --db")
-    return SyncedDatabase(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            raise ConfigurationError(
+                f"{url!r} names an in-memory database, which is gone when the command ends",
+                hint="name a file: sqlite:///notes.db",
+            )
+        if not Path(database).is_file():
+            raise ConfigurationError(
+                f"no database file {database}",
+                hint="check --db; sync works on the tables of an existing database: create it and its "
+                "tables with your application first",
+            )
+    elif backend == "postgresql":
+        parsed = _postgres_driver(parsed)
+    else:
+        raise ConfigurationError(
+            f"sync does not support {backend} databases",
+            hint="use SQLite (sqlite:///FILE) or PostgreSQL (postgresql+psycopg://USER@HOST/DB)",
+        )
+    try:
+        return SyncedDatabase(parsed.render_as_string(hide_password=False))
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"the database driver for {parsed.drivername}:// is not installed (no module {exc.name!r})",
+            hint=f"{POSTGRES_EXTRA}, and use postgresql+psycopg:// URLs",
+        ) from exc
+
+
+def _postgres_driver(url: URL) -> URL:
+    """``postgresql://`` means psycopg2 to SQLAlchemy; the ``postgres`` extra installs psycopg 3. Use that
+    when it is there and psycopg2 is not, so the plain URL works after the documented install."""
+    plain = url.drivername == "postgresql"
+    if plain and importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg"):
+        return url.set(drivername="postgresql+psycopg")
+    return url
 
 
 def open_log(url: str, *, timeout: float | None = None) -> SharedSyncLog:
@@ -56,11 +90,23 @@ def open_log(url: str, *, timeout: float | None = None) -> SharedSyncLog:
 
 
 def initialized_state(db: SyncedDatabase) -> dict[str, Any]:
-    """The sync state; raises ConfigurationError when ``init`` has not run on this database."""
+    """The sync state; raises ConfigurationError, saying what is missing, when ``init`` has not run."""
     state = db.state()
-    if not state.get("device_id") or not state.get("log"):
-        raise ConfigurationError("this database is not set up for sync", hint=NOT_INITIALIZED_HINT)
-    return state
+    if state.get("device_id") and state.get("log"):
+        return state
+    if state.get("device_id"):  # registered from Python with a log that has no URL
+        raise ConfigurationError(
+            f"this database is device {state['device_id']} of user {state.get('user_id')!r}, but which "
+            "shared log it syncs through is not recorded",
+            hint="run 'storex-sync init --db URL --log LOG' once to record it",
+        )
+    if db.is_initialized() and db.synced_tables():
+        raise ConfigurationError(
+            f"sync is enabled on {', '.join(sorted(db.synced_tables()))}, but the database is not "
+            "registered as a device of a shared log yet",
+            hint="run 'storex-sync init --db URL --user USER --log LOG'",
+        )
+    raise ConfigurationError("this database is not set up for sync", hint=NOT_INITIALIZED_HINT)
 
 
 def init_database(
@@ -70,33 +116,86 @@ def init_database(
     user_id: str | None = None,
     log_url: str | None = None,
     new_device: bool = False,
+    switch_user: bool = False,
     timeout: float | None = None,
+    passphrase: Callable[[bool], str] | None = None,
     on_conflict: str | None = None,
 ) -> dict[str, Any]:
     """Enable capture on ``tables`` and register the database as a device in the log; idempotent.
 
-    Running it again keeps the device id; omitted options keep their stored values. Without ``tables``
-    the synced tables are brought up to date with their schema, and entries set aside for a missing
-    table or column are replayed. ``new_device`` forgets the stored id first (for a copied database, or
-    one whose log was reset). ``on_conflict`` sets the unique-conflict rule of ``tables``.
+    All or nothing: the tables are checked and the device is registered in the log (the step that needs
+    the network) before anything is written to the database; then capture and the registration are
+    stored in one transaction. A failed ``init`` leaves the database as it was; run it again.
+
+    Running it again keeps the device id; omitted options keep their stored values. ``new_device``
+    forgets the stored id first (for a copied database, or one whose log was reset). A database
+    registered for another user is refused unless ``switch_user`` (see ``register_device``).
+    ``passphrase`` turns on end-to-end encryption: it is called (with True when the log is new and the
+    passphrase should be confirmed) and its answer unlocks the log's data key, or creates it on the log's
+    first device; a wrong passphrase fails before anything is written.
+
+    ``tables`` may name ``LOCAL:NAME`` (a local table the other devices call NAME); ``on_conflict`` sets
+    their unique-conflict rule. Without ``tables`` the synced tables are brought up to date with their
+    schema, and entries set aside for a missing table or column are replayed.
     """
+    db.check_integrity()
     state = db.state()
     user_id = user_id or state.get("user_id") or getpass.getuser()
     log_url = log_url or state.get("log")
     if not log_url:
         raise ConfigurationError("no shared log given", hint="pass --log firestore://PROJECT or --log FOLDER")
-    if not tables and not (db.is_initialized() and db.synced_tables()):
+    names, shared_as = _table_names(tables or ())
+    if not names and not (db.is_initialized() and db.synced_tables()):
         raise ConfigurationError("no tables given", hint="pass --tables TABLE[,TABLE...]")
-    shared_log = open_log(log_url, timeout=timeout)
-    if tables:
-        names, shared_as = _table_names(tables)
-        db.enable_sync(names, on_conflict=on_conflict, shared_as=shared_as)
-    else:
+    if not names:  # re-running init: bring the synced tables up to date and replay what waits
         if on_conflict is not None:
             raise ConfigurationError("--on-conflict needs --tables", hint="name the tables it is for")
-        db.enable_sync([t.local_name for t in db.synced_tables().values()])
-    device_id = register_device(db, shared_log, user_id=user_id, log_url=log_url, new_device=new_device)
-    return {"device_id": device_id, "user_id": user_id, "log": log_url, "tables": sorted(db.synced_tables())}
+        names = [t.local_name for t in db.synced_tables().values()]
+    check_user(state, user_id, switch_user=switch_user)
+    db.check_tables(names)
+    shared_log = open_log(log_url, timeout=timeout)
+    key: DataKey | None = None
+    if passphrase is not None:
+        record = shared_log.get_key_record(user_id=user_id)
+        if record is not None:
+            key = unwrap(record, passphrase(False), user_id=user_id)
+        elif state.get("device_id") and not new_device and not switch_user:
+            raise ConfigurationError(
+                "this database already syncs through an unencrypted log; encryption starts with a new log",
+                hint="choose a new --log (or a new root: firestore://PROJECT/ROOT) for the encrypted log",
+            )
+    try:
+        registration = prepare_registration(
+            db, shared_log, user_id=user_id, log_url=log_url, new_device=new_device, switch_user=switch_user
+        )
+        if passphrase is not None and key is None:
+            key = create_log_key(
+                shared_log, user_id=user_id, device_id=registration.device_id, passphrase=passphrase(True)
+            )
+    except SharedLogError as exc:
+        if exc.transient:
+            exc.hint = "check the network and run the same init again; nothing was changed in the database"
+        raise
+    with db.transaction() as conn:
+        db.enable_sync_in(conn, names, on_conflict=on_conflict, shared_as=shared_as)
+        registration.store(db, conn)
+        if key is not None:
+            remember_data_key(db, conn, key)
+    return {
+        "device_id": registration.device_id,
+        "user_id": user_id,
+        "log": registration.log_url,
+        "tables": sorted(db.synced_tables()),
+        "encrypted": db.state().get("data_key") is not None,
+    }
+
+
+def change_log_passphrase(db: SyncedDatabase, *, old: str, new: str, timeout: float | None = None) -> None:
+    """Rewrap the data key of the encrypted log ``db`` syncs through."""
+    state = initialized_state(db)
+    change_passphrase(
+        open_log(str(state["log"]), timeout=timeout), user_id=str(state["user_id"]), old=old, new=new
+    )
 
 
 def _table_names(tables: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -163,3 +262,27 @@ def pending_count(db: SyncedDatabase) -> int:
         return 0
     with db.transaction(write=False) as conn:
         return int(client_log.counts(conn)["unshared"])
+
+
+def explain_database_error(exc: Exception) -> str:
+    """One line for a SQLAlchemy error: what the database said, and a hint that fits that database."""
+    cause = getattr(exc, "orig", None) or exc
+    said = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    module = type(cause).__module__.split(".")[0]
+    if module == "sqlite3":
+        lowered = said.lower()
+        if "locked" in lowered or "busy" in lowered:
+            hint = "another program kept a write lock on the file for 30 s; try again when it has finished"
+        elif "readonly" in lowered or "read-only" in lowered:
+            hint = "the file or its folder is read-only for this user; sync needs to write to both"
+        elif "unable to open" in lowered:
+            hint = "check that the file and its folder exist and that this user may read and write them"
+        elif "not a database" in lowered or "malformed" in lowered:
+            hint = "check --db: the file is not a SQLite database, or is damaged (restore it from a backup)"
+        else:
+            hint = "check --db: it must name a SQLite file that this user can read and write"
+        return f"SQLite error: {said}; {hint}"
+    if module in ("psycopg", "psycopg2"):
+        hint = "check --db (host, port, user, database name) and that the PostgreSQL server is running"
+        return f"PostgreSQL error: {said}; {hint}"
+    return f"database error: {said}; check --db"

@@ -11,8 +11,10 @@ ran, and removed every ``reconciledEntries`` listener after each run (flaw 3.21)
   never triggers the next one);
 * another device's upload is noticed by a Firestore listener (``shared_log.subscribe`` if the backend
   has one, else :mod:`.shared_log.firestore_watch`), whose callback only rings a bell, because it runs on
-  the client's thread and must not touch the database; other logs are polled every
-  ``remote_poll_interval``;
+  the client's thread and must not touch the database; other logs are asked every
+  ``remote_poll_interval`` whether they hold anything new for this device (``get_unsynced_batches`` with
+  ``batch_size=1``, not marked seen: a directory listing for a folder log), and a sync runs only if they
+  do, so an idle watch costs next to nothing;
 * failures back off exponentially up to ``max_backoff`` (with jitter, so devices that failed together do
   not retry together); ``sync_now`` skips the wait;
 * listeners are never removed behind the caller's back.
@@ -35,7 +37,7 @@ from sqlalchemy import text
 
 from .capture.base import CAPTURE_TABLE
 from .database import SyncedDatabase
-from .errors import ConfigurationError, SyncError
+from .errors import ConfigurationError, DamagedDatabaseError, SyncError
 from .events import SyncEvents
 from .models import SyncSummary
 from .shared_log.base import SharedSyncLog
@@ -45,12 +47,21 @@ log = logging.getLogger(__name__)
 Unsubscribe = Callable[[], None]
 
 
-def sync_and_record(db: SyncedDatabase, shared_log: SharedSyncLog, **options: Any) -> SyncSummary:
-    """``do_sync`` and remember when it ran and how it ended in the database, for ``storex-sync status``."""
+def sync_and_record(
+    db: SyncedDatabase, shared_log: SharedSyncLog, *, check_first: bool = True, **options: Any
+) -> SyncSummary:
+    """``do_sync`` and remember when it ran and how it ended in the database, for ``storex-sync status``.
+
+    A damaged SQLite file is never written: with ``check_first`` it is checked before the sync, and it is
+    always checked after a failure, before the failure is recorded (``DamagedDatabaseError``).
+    """
+    if check_first:
+        db.check_integrity()
     started = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         summary = do_sync(db, shared_log, **options)
     except Exception as exc:
+        _refuse_if_damaged(db)
         try:
             db.update_state(last_sync={"at": started, "ok": False, "error": str(exc).splitlines()[0]})
         except Exception:  # the database itself may be what failed; the original error matters more
@@ -58,6 +69,18 @@ def sync_and_record(db: SyncedDatabase, shared_log: SharedSyncLog, **options: An
         raise
     db.update_state(last_sync={"at": started, "ok": True, "summary": summary.as_dict()})
     return summary
+
+
+def _refuse_if_damaged(db: SyncedDatabase) -> None:
+    """After a failed sync: raise ``DamagedDatabaseError`` (the failure as its context) if the file is
+    damaged, so that not even the failure is written to it. Any other trouble checking is left to the
+    failure itself to explain."""
+    try:
+        db.check_integrity()
+    except DamagedDatabaseError:
+        raise
+    except Exception:
+        log.debug("could not check the database after a failed sync", exc_info=True)
 
 
 def has_local_changes(db: SyncedDatabase) -> bool:
@@ -110,6 +133,10 @@ class ContinuousSync:
         self._retry_at: float | None = None
         self._thread: threading.Thread | None = None
         self._unsubscribe: Unsubscribe | None = None
+        self._identity: tuple[str, str] = ("", "")  # (user_id, device_id), for probing the log
+        self._probe_remote = False
+        self._next_poll = 0.0
+        self._check_first = True  # check the file before the first sync, and after each failure
 
     # ---- lifecycle ----
 
@@ -127,17 +154,22 @@ class ContinuousSync:
                 "this database has no sync device id yet", hint="run 'storex-sync init' first"
             )
         self._stopping.clear()
+        self._identity = (str(state.get("user_id") or ""), str(state["device_id"]))
         if self.listen:
-            self._unsubscribe = self._subscribe(str(state.get("user_id") or ""), str(state["device_id"]))
+            self._unsubscribe = self._subscribe(*self._identity)
         if self.remote_poll_interval is None:  # a listener makes polling a safety net only
             self.remote_poll_interval = 60.0 if self._unsubscribe else 2.0
+        # Firestore keeps paging state between reads and is watched by a listener: its poll is a full sync.
+        self._probe_remote = self._unsubscribe is None and not _is_firestore(self.shared_log)
         self._thread = threading.Thread(target=self._loop, name="storex-sync", daemon=True)
         self.request_sync()
         self._thread.start()
         return self
 
-    def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop listening and let a running sync finish (it commits or rolls back as a whole)."""
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Stop listening and let a running sync finish (it commits or rolls back as a whole); False if it
+        was still running after ``timeout`` seconds (it is then left to finish, or to die with the
+        process, which loses nothing: an interrupted sync is resumed by the next one)."""
         self._stopping.set()
         self._bell.set()
         if self._unsubscribe is not None:
@@ -146,17 +178,25 @@ class ContinuousSync:
             except Exception:
                 log.debug("unsubscribing the remote listener failed", exc_info=True)
             self._unsubscribe = None
+        finished = True
         if self._thread is not None:
             self._thread.join(timeout)
+            finished = not self._thread.is_alive()
             self._thread = None
         with self._cond:
             self._cond.notify_all()
+        return finished
 
     def __enter__(self) -> ContinuousSync:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def next_retry_in(self) -> float | None:
+        """Seconds until the next attempt after a failure (None when not backing off)."""
+        return None if self._retry_at is None else max(0.0, self._retry_at - self.clock())
 
     # ---- requests ----
 
@@ -192,7 +232,7 @@ class ContinuousSync:
         subscribe = getattr(self.shared_log, "subscribe", None)
         if callable(subscribe):
             return subscribe(user_id=user_id, device_id=device_id, callback=self._on_remote)  # type: ignore[no-any-return]
-        if type(self.shared_log).__name__ == "FirestoreSharedLog":
+        if _is_firestore(self.shared_log):
             from .shared_log.firestore_watch import watch_uploads
 
             return watch_uploads(
@@ -205,14 +245,29 @@ class ContinuousSync:
         log.debug("another device uploaded; requesting a sync")
         self.request_sync()
 
-    def _due(self, now: float, next_poll: float) -> bool:
+    def _remote_has_news(self) -> bool:
+        """Whether the shared log holds entries this device has not seen: asked instead of syncing."""
+        if not self._probe_remote:
+            return True
+        user_id, device_id = self._identity
+        try:
+            update = self.shared_log.get_unsynced_batches(user_id=user_id, device_id=device_id, batch_size=1)
+        except Exception:
+            log.debug("probing the shared log failed; syncing to find out why", exc_info=True)
+            return True
+        # Its own batches come back too until a sync marks them seen: one sync after each upload.
+        return bool(update.batches) or update.has_more
+
+    def _due(self, now: float, interval: float) -> bool:
         with self._cond:
             if self._requested > self._covered:
                 return True
         if self._retry_at is not None:
             return now >= self._retry_at
-        if now >= next_poll:
-            return True
+        if now >= self._next_poll:
+            self._next_poll = now + interval
+            if self._remote_has_news():
+                return True
         try:
             return has_local_changes(self.db)
         except Exception:
@@ -221,21 +276,21 @@ class ContinuousSync:
 
     def _loop(self) -> None:
         interval = self.remote_poll_interval or 2.0
-        next_poll = self.clock() + interval
+        self._next_poll = self.clock() + interval
         while not self._stopping.is_set():
             self._bell.wait(self.local_poll_interval)
             self._bell.clear()
             if self._stopping.is_set():
                 break
             now = self.clock()
-            if not self._due(now, next_poll):
+            if not self._due(now, interval):
                 continue
             with self._cond:
                 urgent = self._urgent
             if self._retry_at is not None and now < self._retry_at and not urgent:
                 continue  # backing off; the request stays pending
             self._run_once()
-            next_poll = self.clock() + interval
+            self._next_poll = self.clock() + interval
         with self._cond:
             self._cond.notify_all()
 
@@ -246,9 +301,16 @@ class ContinuousSync:
         summary: SyncSummary | None = None
         error: BaseException | None = None
         try:
-            summary = sync_and_record(self.db, self.shared_log, events=self.events, **self.sync_options)
+            summary = sync_and_record(
+                self.db,
+                self.shared_log,
+                check_first=self._check_first,
+                events=self.events,
+                **self.sync_options,
+            )
         except Exception as exc:
             error = exc
+        self._check_first = error is not None
         if error is None:
             self.failures, self._retry_at = 0, None
         else:
@@ -264,3 +326,8 @@ class ContinuousSync:
             self._covered, self._outcome = ticket, (summary, error)
             self._cond.notify_all()
         self.events.emit("sync_finished", summary=summary, error=error, has_changes=has_changes)
+
+
+def _is_firestore(shared_log: SharedSyncLog) -> bool:
+    """By name, so that folder and memory users never import the Google client."""
+    return type(shared_log).__name__ == "FirestoreSharedLog"

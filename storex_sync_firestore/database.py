@@ -13,14 +13,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from . import client_log, registry
 from .capture import CaptureDialect, TableInfo, capture_for
-from .capture.base import STATE_TABLE
+from .capture.base import STATE_TABLE, SYNC_SCHEMA_VERSION
 from .clock import HybridLogicalClock, wall_clock_ms
-from .errors import ConfigurationError
+from .encryption import DataKey
+from .errors import ConfigurationError, DamagedDatabaseError
 from .policy import OnConflict, TableRules, check_rules, rules_for
 from .schema import TOKEN_KEY, adapt_table, replay
+from .signing import DeviceKey
 
 
 class SyncedDatabase:
@@ -58,40 +61,95 @@ class SyncedDatabase:
         Raises ``UnsuitableTableError`` (and changes nothing) if any table cannot be synced, for example
         because its key is an auto-incremented integer.
         """
-        names = dict(shared_as or {})
         with self.transaction() as conn:
-            self.dialect.create_sync_tables(conn)
-            known = registry.load(conn)
-            by_local = {r.info.local_name: r for r in known.values()}
-            device_id = self.get_state(conn, "device_id")
-            now = wall_clock_ms()
-            infos: list[TableInfo] = []
-            for local in tables:
-                entry = known.get(names.get(local, local)) or by_local.get(local)
-                if entry is None:
-                    reflected = self.dialect.reflect_table(conn, local)
-                    info = TableInfo(
-                        names.get(local, local), reflected.columns, reflected.pk,
-                        reflected.foreign_keys, reflected.unique, local,
-                    )  # fmt: skip
-                    rules = rules_for(on_conflict or "delete-later")
-                    check_rules(info, rules)
-                    self.dialect.install_triggers(conn, info)
-                    self.dialect.capture_existing_rows(conn, info)
-                else:
-                    info, _changes = adapt_table(
-                        conn, self.dialect, entry.info, device_id=device_id, now_ms=now
-                    )
-                    rules = entry.rules if on_conflict is None else rules_for(on_conflict)
-                    check_rules(info, rules)
-                    self.dialect.install_triggers(conn, info)
-                registry.store(conn, registry.Registered(info, rules))
-                infos.append(info)
-            # Entries set aside because this database lacked a table or column may fit now: back they go.
-            replay(conn, now)
-            self.set_state(conn, TOKEN_KEY, self.dialect.schema_token(conn))
+            return self.enable_sync_in(conn, tables, on_conflict=on_conflict, shared_as=shared_as)
+
+    def enable_sync_in(
+        self,
+        conn: Connection,
+        tables: Sequence[str],
+        *,
+        on_conflict: OnConflict | None = None,
+        shared_as: Mapping[str, str] | None = None,
+    ) -> list[TableInfo]:
+        """``enable_sync`` inside the caller's write transaction, so that ``init`` can install capture and
+        record the device registration in one commit: a failed ``init`` leaves nothing half set up."""
+        names = dict(shared_as or {})
+        self.dialect.create_sync_tables(conn)
+        self.set_state(conn, "sync_schema", SYNC_SCHEMA_VERSION)
+        known = registry.load(conn)
+        by_local = {r.info.local_name: r for r in known.values()}
+        device_id = self.get_state(conn, "device_id")
+        now = wall_clock_ms()
+        infos: list[TableInfo] = []
+        for local in tables:
+            entry = known.get(names.get(local, local)) or by_local.get(local)
+            if entry is None:
+                reflected = self.dialect.reflect_table(conn, local)
+                info = TableInfo(
+                    names.get(local, local), reflected.columns, reflected.pk,
+                    reflected.foreign_keys, reflected.unique, local,
+                )  # fmt: skip
+                rules = rules_for(on_conflict or "delete-later")
+                check_rules(info, rules)
+                self.dialect.install_triggers(conn, info)
+                self.dialect.capture_existing_rows(conn, info)
+            else:
+                info, _changes = adapt_table(conn, self.dialect, entry.info, device_id=device_id, now_ms=now)
+                rules = entry.rules if on_conflict is None else rules_for(on_conflict)
+                check_rules(info, rules)
+                self.dialect.install_triggers(conn, info)
+            registry.store(conn, registry.Registered(info, rules))
+            infos.append(info)
+        # Entries set aside because this database lacked a table or column may fit now: back they go.
+        replay(conn, self.dialect, now)
+        self.set_state(conn, TOKEN_KEY, self.dialect.schema_token(conn))
         self._tables = None
         return infos
+
+    def check_tables(self, tables: Sequence[str]) -> None:
+        """Raise ``UnsuitableTableError`` if any of ``tables`` cannot be synced; writes nothing.
+
+        ``init`` asks this before it registers a device in the shared log, so that a table it would refuse
+        does not leave a device record behind in the log.
+        """
+        with self.transaction(write=False) as conn:
+            known = (
+                {r.info.local_name for r in registry.load(conn).values()} if self.is_initialized() else set()
+            )
+            for name in tables:
+                if name not in known:  # a registered table is brought up to date instead (enable_sync)
+                    self.dialect.reflect_table(conn, name)
+
+    def share_all_rows_again(self, conn: Connection) -> None:
+        """Log every row of every synced table as a create once more (a database that moves to another
+        user's log: what it shared in the old log is not in the new one)."""
+        for info in registry.enabled(conn).values():
+            self.dialect.capture_existing_rows(conn, info)
+
+    def check_integrity(self) -> None:
+        """Raise ``DamagedDatabaseError`` if SQLite reports the file damaged (``PRAGMA quick_check``, about
+        a millisecond per megabyte); other databases guard their own storage.
+
+        Sync asks before it writes anything, and again after a failure (before recording it), so a damaged
+        file is never written to by sync, not even with the record of its own failure.
+        """
+        if self.engine.dialect.name != "sqlite":
+            return
+        where = self.engine.url.database or "the database"
+        try:
+            with self.engine.connect() as conn:
+                problems = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check(5)")]
+        except DBAPIError as exc:
+            if "file is not a database" not in str(exc) and "malformed" not in str(exc):
+                raise
+            problems = [str(exc.orig)]
+        if problems != ["ok"]:
+            raise DamagedDatabaseError(
+                f"{where} is damaged or not a SQLite database: {'; '.join(problems)}",
+                hint=f"sync wrote nothing to it; restore it from a backup, or rescue what is readable with "
+                f"sqlite3 {where} .recover | sqlite3 repaired.db",
+            )
 
     def disable_sync(self, tables: Sequence[str] | None = None) -> list[str]:
         """Switch capture off on ``tables`` (default: all); returns their names in the log.
@@ -148,7 +206,7 @@ class SyncedDatabase:
                 )
                 self.dialect.install_triggers(conn, info)
                 registry.store(conn, entry.with_info(info))
-            replay(conn, wall_clock_ms())
+            replay(conn, self.dialect, wall_clock_ms())
             self.set_state(conn, TOKEN_KEY, self.dialect.schema_token(conn))
         self._tables = None
 
@@ -159,6 +217,13 @@ class SyncedDatabase:
             clock = self.load_clock(conn, HybridLogicalClock())
             client_log.stamp_pending(conn, self.dialect, registry.enabled(conn), clock, str(device_id))
             self.save_clock(conn, clock)
+
+    def upgrade(self) -> None:
+        """Bring the sync tables of a database set up by an older version up to date (cheap when current)."""
+        with self.transaction() as conn:
+            if int(self.get_state(conn, "sync_schema") or 0) < SYNC_SCHEMA_VERSION:
+                self.dialect.create_sync_tables(conn)
+                self.set_state(conn, "sync_schema", SYNC_SCHEMA_VERSION)
 
     def is_initialized(self) -> bool:
         """True once ``enable_sync`` has run on this database."""
@@ -225,6 +290,21 @@ class SyncedDatabase:
                 hint="run 'storex-sync init' (or register_device()) first",
             )
         return str(device_id)
+
+    def signing_key(self, conn: Connection) -> DeviceKey:
+        """This device's signing key; raises with a hint when the device was registered without one."""
+        seed = self.get_state(conn, "signing_key")
+        if not seed:
+            raise ConfigurationError(
+                "this database has no signing key: it was registered by an older storex-sync",
+                hint="run 'storex-sync init --db URL' (or register_device()) once to re-register it",
+            )
+        return DeviceKey.from_hex(str(seed))
+
+    def data_key(self, conn: Connection) -> DataKey | None:
+        """The encrypted log's data key this device holds, or None when its log is not encrypted."""
+        hexed = self.get_state(conn, "data_key")
+        return DataKey.from_hex(str(hexed)) if hexed else None
 
     def load_clock(self, conn: Connection, clock: HybridLogicalClock) -> HybridLogicalClock:
         """Restore the persisted clock position into ``clock`` (which carries the time source)."""

@@ -7,7 +7,7 @@
      |    +-- UnsuitableTableError a table cannot be synced as it is (key, missing table)
      |    +-- SchemaChangedError   a synced table changed in a way sync cannot follow (gone, new key)
      |    +-- RulesMismatchError   this device's conflict rules differ from the log's
-     +-- ClockDriftError           a remote timestamp lies implausibly far in the future
+     +-- DamagedDatabaseError      the database file reports corruption: sync will not write to it
      +-- InvalidEntryError         an entry from the shared log is malformed or names unsynced data
      +-- DoubleCreateError         two devices created the same key and merging is switched off
      +-- SharedLogError            the shared log failed
@@ -53,8 +53,9 @@ class RulesMismatchError(ConfigurationError):
     """This device resolves conflicts on a table by other rules than the log's devices."""
 
 
-class ClockDriftError(SyncError):
-    """A timestamp from another device is too far in the future to trust."""
+class DamagedDatabaseError(SyncError):
+    """SQLite reports the database file damaged (``PRAGMA quick_check``); writing to it could spread the
+    damage, so sync refuses to touch it, the failure record included."""
 
 
 class InvalidEntryError(SyncError):

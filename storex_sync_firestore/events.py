@@ -30,6 +30,10 @@ class SyncEvents:
         """Remove one listener (only that one: the original removed every listener of the event)."""
         self._listeners[name].remove(listener)
 
+    def wants(self, name: str) -> bool:
+        """True when someone listens to ``name``: lets a sync skip building a payload nobody reads."""
+        return bool(self._listeners.get(name))
+
     def emit(self, name: str, **payload: Any) -> None:
         for listener in list(self._listeners.get(name, ())):
             try:

@@ -6,23 +6,34 @@ here is the same object the log and the reconciler talk about. Names come from t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 from .capture.base import QUARANTINE_TABLE, CaptureDialect, ColumnInfo, TableInfo, quote
-from .codec import decode_value, dumps
+from .codec import decode_value
 from .errors import InvalidEntryError
 from .models import Json
 
 CHUNK = 400
 
 
-def canonical(key_text: str) -> str:
-    """Key JSON as the client log stores it (compact, canonical)."""
-    return dumps(json.loads(key_text))
+def _select(dialect: CaptureDialect, tables: Sequence[TableInfo]) -> tuple[str, list[int]]:
+    """Select list reading the keys of ``tables`` (one alias ``t``), and where each key's columns end."""
+    parts: list[str] = []
+    ends: list[int] = []
+    for table in tables:
+        parts.extend(dialect.key_columns(table, "t"))
+        ends.append(len(parts))
+    return ", ".join(parts), ends
+
+
+def _keys(
+    dialect: CaptureDialect, tables: Sequence[TableInfo], ends: Sequence[int], row: Sequence[Any]
+) -> list[str]:
+    starts = [0, *ends[:-1]]
+    return [dialect.key_from_row(t, row[a:b]) for t, a, b in zip(tables, starts, ends, strict=True)]
 
 
 def _param(dialect: CaptureDialect, column: ColumnInfo, value: Json) -> Any:
@@ -60,8 +71,9 @@ def existing_keys(
     found: set[str] = set()
     for chunk in _chunks(keys):
         where, params = _matching(dialect, table.pk_columns, chunk)
-        sql = f"SELECT {dialect.key_json_sql(table, 't')} FROM {table.sql_name} t WHERE {where}"
-        found.update(canonical(str(k)) for (k,) in conn.execute(text(sql), params))
+        select, ends = _select(dialect, [table])
+        sql = f"SELECT {select} FROM {table.sql_name} t WHERE {where}"
+        found.update(_keys(dialect, [table], ends, row)[0] for row in conn.execute(text(sql), params))
     return found
 
 
@@ -82,11 +94,11 @@ def referencing(
     found: list[tuple[str, str]] = []
     for chunk in _chunks(values):
         where, params = _matching(dialect, cols, chunk)
-        sql = (
-            f"SELECT {dialect.key_json_sql(child, 't')}, {dialect.key_json_sql(as_key, 't')} "
-            f"FROM {child.sql_name} t WHERE {where}"
-        )
-        found.extend((canonical(str(k)), canonical(str(v))) for k, v in conn.execute(text(sql), params))
+        select, ends = _select(dialect, [child, as_key])
+        sql = f"SELECT {select} FROM {child.sql_name} t WHERE {where}"
+        for row in conn.execute(text(sql), params):
+            key, refers = _keys(dialect, [child, as_key], ends, row)
+            found.append((key, refers))
     return found
 
 
@@ -126,11 +138,9 @@ def holders(
                 where.append(f"t.{quote(name)} = {kept}")
     except (ValueError, TypeError, ArithmeticError, InvalidEntryError):
         return []
-    sql = (
-        f"SELECT {dialect.key_json_sql(table, 't')} FROM {table.sql_name} t "
-        f"WHERE {' AND '.join(where)} AND NOT ({same_key('t')})"
-    )
-    return [canonical(str(k)) for (k,) in conn.execute(text(sql), params)]
+    select, ends = _select(dialect, [table])
+    sql = f"SELECT {select} FROM {table.sql_name} t WHERE {' AND '.join(where)} AND NOT ({same_key('t')})"
+    return [_keys(dialect, [table], ends, row)[0] for row in conn.execute(text(sql), params)]
 
 
 def set_aside_objects(conn: Connection, objects: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:

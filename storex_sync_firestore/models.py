@@ -43,24 +43,29 @@ class LogEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class SharedEntry:
-    """A log entry on the wire: who wrote it, when (HLC), and its serialized payload."""
+class StoredBatch:
+    """One document of the shared log as a backend keeps it: its id and its fields, untouched.
 
-    device_id: str
-    hlc: int
-    data: str
+    Backends store and return ``fields`` exactly (str, int, bytes, lists of them); what the fields mean,
+    and whether they can be trusted, is decided by one parser for every backend (``shared_log.format`` and
+    ``validate``). ``shared_on`` is when the backend accepted the batch (Firestore: the server's clock).
+    """
+
+    batch_id: str
+    fields: Mapping[str, Any]
+    shared_on: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UnsyncedUpdate:
-    """What :meth:`SharedSyncLog.get_unsynced_entries` returns.
+    """What :meth:`SharedSyncLog.get_unsynced_batches` returns.
 
-    ``memo`` is opaque to callers: pass the whole update back to ``mark_as_seen`` once the entries are
+    ``memo`` is opaque to callers: pass the whole update back to ``mark_as_seen`` once the batches are
     durably stored, and only then. ``documents_read`` counts backend documents read to produce it;
     ``has_more`` says that more unseen batches are waiting (the page was cut at ``batch_size``).
     """
 
-    entries: Sequence[SharedEntry]
+    batches: Sequence[StoredBatch]
     memo: Any = None
     documents_read: int = 0
     has_more: bool = False
@@ -81,6 +86,8 @@ class DeviceInfo:
     device_id: str
     shared_until: datetime | None = None
     created_at: datetime | None = None
+    public_key: bytes | None = None
+    """The device's Ed25519 key that its batches are signed with (None: registered by 0.1.x, unsigned)."""
 
 
 @dataclass(frozen=True, slots=True)

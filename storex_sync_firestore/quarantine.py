@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Connection, text
 
-from .capture.base import QUARANTINE_TABLE, TableInfo
+from .capture.base import QUARANTINE_TABLE, CaptureDialect, TableInfo
 from .codec import JsonSerializer, dumps, entry_from_payload, entry_payload
 from .errors import InvalidEntryError
-from .models import LogEntry, SharedEntry
-from .validate import validate_entry
+from .models import LogEntry
+from .validate import SetAside, validate_entry
 
 
 def quarantine(
@@ -55,29 +55,44 @@ def quarantine(
     )
 
 
-def quarantine_raw(
-    conn: Connection, shared: SharedEntry, reason: str, now_ms: int, *, replayable: bool = False
-) -> None:
-    """Set aside an entry as it was received, keeping its text (it may not even parse)."""
+def quarantine_received(conn: Connection, items: Sequence[SetAside], now_ms: int) -> None:
+    """Set aside what the receive stage refused, keeping its text as it arrived (it may not even parse)."""
+    if not items:
+        return
     conn.execute(
         text(
             f"INSERT INTO {QUARANTINE_TABLE} "
             "(direction, device_id, hlc, payload, reason, created_ms, replayable) "
             "VALUES ('incoming', :d, :h, :p, :r, :now, :again)"
         ),
-        {
-            "d": str(shared.device_id),
-            # Whatever arrived is kept as text in the payload; only a well-formed clock goes in its column.
-            "h": shared.hlc if type(shared.hlc) is int and 0 < shared.hlc < 2**63 else None,
-            "p": str(shared.data),
-            "r": reason,
-            "now": now_ms,
-            "again": int(replayable),
-        },
+        [
+            {
+                "d": item.device_id,
+                "h": item.hlc,
+                "p": item.text,
+                "r": item.reason,
+                "now": now_ms,
+                "again": int(item.replayable),
+            }
+            for item in items
+        ],
     )
 
 
-def replayable(conn: Connection, tables: Mapping[str, TableInfo]) -> tuple[list[int], list[LogEntry]]:
+def quarantine_captured(conn: Connection, table: str, key: str, reason: str, now_ms: int) -> None:
+    """Set aside a local change that cannot travel, before it is stamped (so it has no clock yet)."""
+    conn.execute(
+        text(
+            f"INSERT INTO {QUARANTINE_TABLE} (direction, tbl, pk, reason, created_ms) "
+            "VALUES ('outgoing', :t, :k, :r, :now)"
+        ),
+        {"t": table, "k": key, "r": reason, "now": now_ms},
+    )
+
+
+def replayable(
+    conn: Connection, tables: Mapping[str, TableInfo], dialect: CaptureDialect
+) -> tuple[list[int], list[LogEntry]]:
     """Set-aside incoming entries that the synced tables accept now: their ids and the entries.
 
     Only default-serialized (JSON) payloads can be read back; others stay set aside.
@@ -94,7 +109,7 @@ def replayable(conn: Connection, tables: Mapping[str, TableInfo]) -> tuple[list[
     for row_id, device_id, hlc, payload in rows:
         try:
             entry = entry_from_payload(serializer.loads(str(payload)), device_id=str(device_id), hlc=int(hlc))
-            validate_entry(entry, tables)
+            entry = validate_entry(entry, tables, dialect)
         except (InvalidEntryError, ValueError, TypeError, RecursionError):
             continue
         ids.append(int(row_id))

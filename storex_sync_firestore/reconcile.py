@@ -141,6 +141,9 @@ class LastWriteWins:
     def __init__(self, *, double_create: DoubleCreate = "merge") -> None:
         self.double_create = double_create
 
+    def __repr__(self) -> str:  # it is do_sync's default reconciler: help(do_sync) shows this
+        return f"LastWriteWins(double_create={self.double_create!r})"
+
     def __call__(self, histories: Sequence[ObjectHistory]) -> Reconciliation:
         operations: list[Operation] = []
         conflicts: list[Conflict] = []

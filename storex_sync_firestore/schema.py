@@ -126,7 +126,6 @@ def check(
     stored = SyncedDatabase.get_state(conn, TOKEN_KEY)
     if not force and stored is not None and stored == dialect.schema_token(conn):
         return False
-    dialect.create_sync_tables(conn)  # tables added by newer versions (resolutions) appear in old databases
     changed = False
     for entry in registry.load(conn).values():
         if entry.disabled:
@@ -136,20 +135,22 @@ def check(
             registry.store(conn, entry.with_info(info))
             changed = True
     if changed:
-        replay(conn, now_ms)
+        replay(conn, dialect, now_ms)
     SyncedDatabase.set_state(conn, TOKEN_KEY, dialect.schema_token(conn))
     return changed
 
 
-def replay(conn: Connection, now_ms: int) -> int:
+def replay(conn: Connection, dialect: CaptureDialect, now_ms: int) -> int:
     """Put entries set aside for a missing table or column back into the log if they fit now."""
-    ids, entries = quarantine.replayable(conn, registry.enabled(conn))
+    ids, entries = quarantine.replayable(conn, registry.enabled(conn), dialect)
     client_log.insert_received(conn, entries, now_ms)
     quarantine.forget(conn, ids)
     return len(ids)
 
 
-def adopt_dropped(conn: Connection, dropped: Mapping[str, set[str]], now_ms: int) -> bool:
+def adopt_dropped(
+    conn: Connection, dialect: CaptureDialect, dropped: Mapping[str, set[str]], now_ms: int
+) -> bool:
     """Accept values for columns other devices dropped and this table lacks (it joined after the drop,
     say): entries holding them, set aside meanwhile, are replayed. True if the registry changed."""
     changed = False
@@ -166,5 +167,5 @@ def adopt_dropped(conn: Connection, dropped: Mapping[str, set[str]], now_ms: int
             )
             changed = True
     if changed:
-        replay(conn, now_ms)
+        replay(conn, dialect, now_ms)
     return changed

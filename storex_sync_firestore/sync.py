@@ -2,10 +2,12 @@
 
 Durability rule: nothing is marked shared, seen or integrated before the other side durably has it.
 
-* receive: entries are validated and committed to the client log (bad ones set aside) *before* the read
-  marker moves, so a crash in between re-delivers, and the unique (device, clock) key ignores repeats;
-* share: the batch is recorded as planned before it is sent and marked shared only after the shared log
-  accepted it, so a crash in between resends exactly the same batch, which the log treats as a no-op;
+* receive: batches are verified and their entries validated (``validate``) and committed to the client
+  log (bad ones set aside) *before* the read marker moves, so a crash in between re-delivers, and the
+  unique (device, clock) key ignores repeats;
+* share: the batch is encoded, signed and put in the outbox before it is sent, and marked shared only
+  after the shared log accepted it, so a crash in between resends the very same bytes under the same id,
+  which the log treats as a no-op;
 * reconcile: the writes, the resolutions the schema's rules called for (see ``constraints``) and the
   marking of their entries as integrated commit in one transaction.
 """
@@ -23,20 +25,22 @@ from . import client_log, constraints, policy, quarantine, resolutions, schema
 from .apply import ApplyResult
 from .capture.base import TableInfo
 from .clock import HybridLogicalClock, wall_clock_ms
-from .codec import JsonSerializer, Serializer, check_identity, dumps, entry_from_payload
+from .codec import JsonSerializer, Serializer, dumps
 from .database import SyncedDatabase
-from .errors import ClockDriftError, InvalidEntryError
+from .encryption import DataKey
+from .errors import ConfigurationError
 from .events import SyncEvents
-from .models import LogEntry, Operation, SharedEntry, SyncSummary, WriteResult
+from .models import LogEntry, Operation, SyncSummary, WriteResult
 from .reconcile import ObjectHistory, Reconciler, reconcile_sync_log
 from .resolutions import Resolution
 from .shared_log.base import SharedSyncLog
-from .validate import validate_entry
+from .validate import PostReceive, Verifier
 
 log = logging.getLogger(__name__)
 
 STAGES = ("receive", "share", "reconcile")
-PostReceive = Callable[[LogEntry], LogEntry | None]
+DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
+"""Stored bytes per batch for backends without a document limit (memory, folder): bounds memory use."""
 ContinueSync = Callable[[str], bool]
 Progress = Callable[[str, int], None]
 
@@ -95,8 +99,8 @@ def do_sync(
     """One sync round of ``db`` through ``shared_log``; returns what it did.
 
     ``user_id`` and ``device_id`` default to what ``init``/``register_device`` stored in the database.
-    ``upload_batch_byte_limit`` counts real UTF-8 bytes of the serialized entries and defaults to the
-    shared log's ``max_batch_bytes``. ``single_batch`` makes each stage handle one batch;
+    ``upload_batch_byte_limit`` caps the stored (compressed) bytes of one batch document and defaults to
+    the shared log's ``max_batch_bytes``. ``single_batch`` makes each stage handle one batch;
     ``continue_sync(stage)`` is asked after every batch and stops the sync when it returns False.
     ``pre_send``/``post_receive`` may transform an entry or return None: a dropped outgoing entry is
     withheld (never sent, counted), a dropped incoming one is set aside (kept, never lost).
@@ -105,9 +109,12 @@ def do_sync(
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown sync stages {sorted(unknown)}; choose from {STAGES}")
+    db.upgrade()
     with db.transaction() as conn:
         device_id = device_id or db.device_id(conn)
         user_id = user_id or db.get_state(conn, "user_id") or ""
+        key = db.signing_key(conn)
+        cipher = db.data_key(conn)
         run = _Run(
             db, shared_log, user_id, device_id,
             db.load_clock(conn, clock or HybridLogicalClock()),
@@ -120,23 +127,40 @@ def do_sync(
         client_log.stamp_pending(conn, db.dialect, db.synced_tables(conn), run.clock, device_id)
         _declare_rules(conn, db, run)
         db.save_clock(conn, run.clock)
+    check_encryption(shared_log, user_id, cipher)
     serializer = serializer or JsonSerializer()
     if "receive" in stages:
         run.summary.stages.append("receive")
-        if not _receive(run, serializer, post_receive, download_batch_size):
+        verifier = Verifier(
+            user_id,
+            device_id,
+            key,
+            lambda other: shared_log.get_device_info(user_id=user_id, device_id=other),
+            db.synced_tables(),
+            db.dialect,
+            serializer,
+            post_receive,
+            now_ms,
+            cipher,
+        )
+        if not _receive(run, verifier, download_batch_size):
             return run.summary
     if "share" in stages:
         run.summary.stages.append("share")
-        byte_limit = upload_batch_byte_limit or shared_log.max_batch_bytes
-        if not _share(run, serializer, pre_send, upload_batch_size, byte_limit):
+        limits = [b for b in (upload_batch_byte_limit, shared_log.max_batch_bytes) if b]
+        max_stored = min(limits, default=DEFAULT_MAX_BATCH_BYTES)
+        signer = client_log.Signer(user_id, device_id, key, cipher)
+        if not _share(run, signer, serializer, pre_send, upload_batch_size, max_stored):
             return run.summary
     if "reconcile" in stages:
         run.summary.stages.append("reconcile")
         if not _reconcile(run, reconciler, reconciliation_processor, reconcile_batch_size):
             return run.summary
         if run.summary.resolved and "share" in stages:  # resolutions are writes: the others need them
-            byte_limit = upload_batch_byte_limit or shared_log.max_batch_bytes
-            if not _share(run, serializer, pre_send, upload_batch_size, byte_limit):
+            limits = [b for b in (upload_batch_byte_limit, shared_log.max_batch_bytes) if b]
+            max_stored = min(limits, default=DEFAULT_MAX_BATCH_BYTES)
+            signer = client_log.Signer(user_id, device_id, key, cipher)
+            if not _share(run, signer, serializer, pre_send, upload_batch_size, max_stored):
                 return run.summary
     if cleanup_after_reconcile:
         with db.transaction() as conn:
@@ -156,68 +180,53 @@ def _declare_rules(conn: Connection, db: SyncedDatabase, run: _Run) -> None:
         db.set_state(conn, "declared", {**declared, **{str(e.pk[0]): dumps(e.value) for e in entries}})
 
 
-def _decode(
-    run: _Run, shared: SharedEntry, serializer: Serializer, post_receive: PostReceive | None
-) -> LogEntry:
-    check_identity(shared.device_id, shared.hlc)
-    try:
-        payload = serializer.loads(shared.data)
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise InvalidEntryError(f"the serializer cannot read the entry: {exc}") from exc
-    entry = entry_from_payload(payload, device_id=shared.device_id, hlc=shared.hlc)
-    if post_receive is not None:
-        processed = post_receive(entry)
-        if processed is None:
-            raise InvalidEntryError("dropped by the post_receive hook")
-        entry = processed
-    try:
-        validate_entry(entry, run.db.synced_tables())
-    except InvalidEntryError as exc:
-        raise _NotSyncedHereError(str(exc)) from exc
-    run.clock.check(entry.hlc)
-    return entry
+def check_encryption(shared_log: SharedSyncLog, user_id: str, cipher: DataKey | None) -> None:
+    """Refuse to mix: an encrypted log takes only sealed batches, and a plain one only plain batches.
+
+    One read per sync: another device may have turned encryption on since this one last synced.
+    """
+    record = shared_log.get_key_record(user_id=user_id)
+    if record is not None and cipher is None:
+        raise ConfigurationError(
+            "the shared log is encrypted and this database has no key for it: nothing was read or written",
+            hint="run 'storex-sync init --encrypt --db URL' with the log's passphrase",
+        )
+    if record is None and cipher is not None:
+        raise ConfigurationError(
+            "this database encrypts, but its shared log has no key record: nothing was read or written",
+            hint="check --log (the log may have been reset); restore the key record or start a new log",
+        )
+    if record is not None and cipher is not None and record.get("kid") != cipher.key_id:
+        raise ConfigurationError(
+            "the shared log is encrypted with another key than this database holds",
+            hint="a database belongs to one log; re-register it ('storex-sync init --new-device --encrypt')",
+        )
 
 
-class _NotSyncedHereError(InvalidEntryError):
-    """Well formed, but not for this device's synced tables as they are now: replayed after a migration."""
-
-
-def _receive(
-    run: _Run, serializer: Serializer, post_receive: PostReceive | None, batch_size: int | None
-) -> bool:
+def _receive(run: _Run, verifier: Verifier, batch_size: int | None) -> bool:
     while True:
-        update = run.shared_log.get_unsynced_entries(
+        update = run.shared_log.get_unsynced_batches(
             user_id=run.user_id, device_id=run.device_id, batch_size=batch_size
         )
         run.summary.documents_read += update.documents_read
-        good: list[LogEntry] = []
-        bad: list[tuple[SharedEntry, InvalidEntryError | ClockDriftError]] = []
-        for shared in update.entries:
-            if shared.device_id == run.device_id:
-                continue  # our own entry: we have it already
-            try:
-                good.append(_decode(run, shared, serializer, post_receive))
-            except (InvalidEntryError, ClockDriftError) as exc:
-                bad.append((shared, exc))
+        checked = verifier.check(update.batches)
         now = run.now_ms()
         with run.db.transaction() as conn:
             run.db.load_clock(conn, run.clock)
-            for entry in good:
+            for entry in checked.entries:
                 run.clock.receive(entry.hlc)
-            client_log.insert_received(conn, good, now)
-            for shared, error in bad:
-                again = isinstance(error, _NotSyncedHereError)
-                quarantine.quarantine_raw(conn, shared, str(error), now, replayable=again)
+            client_log.insert_received(conn, checked.entries, now)
+            quarantine.quarantine_received(conn, checked.set_aside, now)
             run.db.save_clock(conn, run.clock)
-        for shared, error in bad:
-            log.warning("set aside entry %s@%s from the shared log: %s", shared.device_id, shared.hlc, error)
+        for bad in checked.set_aside:
+            log.warning("set aside %s@%s from the shared log: %s", bad.device_id, bad.hlc, bad.reason)
         result = run.shared_log.mark_as_seen(update, user_id=run.user_id, device_id=run.device_id)
         run.summary.documents_written += result.documents_written
-        run.summary.received += len(good)
-        run.summary.set_aside += len(bad)
-        run.report("receive", len(update.entries))
-        if update.entries:
-            run.events.emit("received_shared_entries", entries=good, device_id=run.device_id)
+        run.summary.received += len(checked.entries)
+        run.summary.set_aside += len(checked.set_aside)
+        run.report("receive", len(checked.entries) + len(checked.set_aside))
+        if checked.entries:
+            run.events.emit("received_shared_entries", entries=checked.entries, device_id=run.device_id)
         if not update.has_more or run.single_batch:
             return True
         if not run.go_on("receive"):
@@ -226,54 +235,60 @@ def _receive(
 
 def _share(
     run: _Run,
+    signer: client_log.Signer,
     serializer: Serializer,
     pre_send: client_log.PreSend | None,
     batch_size: int | None,
-    byte_limit: int | None,
+    max_stored_bytes: int,
 ) -> bool:
     """Upload unshared entries. Batches planned before a crash go first, exactly as planned; new batches
     are pipelined: the next one is planned (local work) while the previous one uploads (network)."""
 
-    def plan(resume: bool) -> client_log.PlannedUpload | None:
+    def plan() -> client_log.PlannedUpload | None:
         with run.db.transaction() as conn:
             batch = client_log.plan_upload(
                 conn,
+                signer=signer,
                 serializer=serializer,
                 pre_send=pre_send,
                 max_entries=batch_size,
-                max_bytes=byte_limit,
-                max_entry_bytes=run.shared_log.max_entry_bytes,
+                max_stored_bytes=max_stored_bytes,
                 now_ms=run.now_ms(),
-                resume=resume,
             )
         if batch is not None:
             run.summary.withheld += batch.withheld
             run.summary.set_aside += batch.set_aside
-            if batch.entries:
-                run.events.emit("sending_shared_entries", entries=batch.entries, device_id=run.device_id)
+            if batch.batch is not None and run.events.wants("sending_shared_entries"):
+                with run.db.transaction(write=False) as conn:
+                    entries = client_log.planned_entries(conn, batch)
+                run.events.emit("sending_shared_entries", entries=entries, device_id=run.device_id)
         return batch
 
     def send(batch: client_log.PlannedUpload) -> WriteResult:
-        if not batch.entries:
+        if batch.batch is None:
             return WriteResult(0)
-        return run.shared_log.write_entries(batch.entries, user_id=run.user_id, device_id=run.device_id)
+        return run.shared_log.write_batches([batch.batch], user_id=run.user_id, device_id=run.device_id)
 
     def settle(batch: client_log.PlannedUpload, result: WriteResult) -> bool:
         """Mark the batch shared now that the log has it; say whether to go on."""
         with run.db.transaction() as conn:
             client_log.mark_shared(conn, batch, run.now_ms())
         run.summary.documents_written += result.documents_written
-        run.summary.sent += len(batch.entries)
-        run.report("share", len(batch.entries))
+        run.summary.sent += batch.entries
+        run.report("share", batch.entries)
         return not run.single_batch and run.go_on("share")
 
-    while (leftover := plan(resume=True)) is not None:
+    while True:
+        with run.db.transaction(write=False) as conn:
+            leftover = client_log.planned(conn)
+        if leftover is None:
+            break
         if not settle(leftover, send(leftover)):
             return run.summary.finished
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="storex-upload") as uploader:
         in_flight: tuple[client_log.PlannedUpload, Future[WriteResult]] | None = None
         while True:
-            batch = plan(resume=False)
+            batch = plan()
             if in_flight is not None:
                 previous, upload = in_flight
                 in_flight = None
@@ -295,7 +310,7 @@ def _reconcile(
         declared = policy.read_declarations(conn, list(tables))
         policy.check_agreement(declared, run.db.table_rules(conn), run.device_id)  # or they would diverge
         dropped = {t: policy.dropped_columns(entries) for t, entries in declared.items()}
-        if schema.adopt_dropped(conn, dropped, run.now_ms()):
+        if schema.adopt_dropped(conn, run.db.dialect, dropped, run.now_ms()):
             run.db.forget_tables()
     while True:
         try:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from storex_sync_firestore import MemorySharedLog, SyncedDatabase, UnsuitableTableError, do_sync
 from storex_sync_firestore.capture.base import ColumnInfo
-from storex_sync_firestore.codec import JsonScalar
+from storex_sync_firestore.codec import JsonText
 from storex_sync_firestore.testing.postgres import (  # noqa: F401
     postgres_server_fixture,
     postgres_url_fixture,
@@ -226,7 +226,7 @@ def test_values_are_converted_without_alteration(db: Any) -> None:
     assert str(to_db(col("decimal", "numeric(10,2)"), "19.90")) == "19.90"
     assert to_db(col("decimal", "numeric(10,2)"), 19.9) == Decimal("19.9")
     assert to_db(col("int", "integer"), 3.0) == 3
-    assert to_db(col("json", "jsonb"), JsonScalar("s")).obj == "s"
+    assert to_db(col("json", "jsonb"), JsonText('"s"')).obj == '"s"'  # the document's text, verbatim
 
 
 def test_a_value_the_column_cannot_hold_is_set_aside_not_altered(postgres_urls: Any, tmp_path: Any) -> None:

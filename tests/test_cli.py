@@ -6,9 +6,11 @@ import io
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +111,7 @@ def test_init_is_idempotent_and_the_script_entry_point_works(
         "user_id": "alice",
         "log": log_url,
         "tables": ["notes"],
+        "encrypted": False,
     }
 
 
@@ -243,3 +246,71 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_elsewhere(caplog: pytest.
     messages = [r.getMessage() for r in caplog.records]
     assert "receive   5,000 entries  1,000/s" in messages
     assert len(messages) == 3  # every 5 s, and a last line at the end
+
+
+@pytest.fixture
+def hanging_host() -> Iterator[str]:
+    """An address that accepts connections and never answers (the kernel completes the handshakes)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    yield f"127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+def ignore_sigint() -> None:
+    """What a shell does to a job it starts in the background: Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("network", "signum"),
+    [("refused", signal.SIGINT), ("hanging", signal.SIGTERM)],
+    ids=["refused", "hanging"],
+)
+def test_watch_stops_within_two_seconds_whatever_the_network_does(
+    two_devices: tuple[Path, Path], hanging_host: str, network: str, signum: int
+) -> None:
+    a, _b = two_devices
+    host = hanging_host if network == "hanging" else f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "storex_sync_firestore", "watch", "--db", url(a), "--timeout", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FIRESTORE_EMULATOR_HOST": host},
+        preexec_fn=ignore_sigint,
+    )
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.extend(proc.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        assert proc.stdout is not None and "watching" in proc.stdout.readline()
+        if network == "refused":  # wait until it failed once and is backing off
+            deadline = time.monotonic() + 60
+            while not any("sync failed" in line for line in errors):
+                assert time.monotonic() < deadline and proc.poll() is None, "".join(errors)
+                time.sleep(0.05)
+        else:
+            time.sleep(3.0)  # the first call waits on its deadline (20 s) with nothing answering
+        start = time.monotonic()
+        proc.send_signal(signum)
+        proc.wait(timeout=30)
+        took = time.monotonic() - start
+        out = proc.stdout.read()
+        reader.join(timeout=10)
+        err = "".join(errors)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"\nwatch ({network} network) stopped {took:.2f} s after {signal.Signals(signum).name}")
+    assert took < 2.0, err
+    assert proc.returncode == 0, err
+    assert out.splitlines()[-1].startswith("stopped"), out
+    assert "Traceback" not in err and "Background thread did not exit" not in err, err
+    failures = [line for line in err.splitlines() if "sync failed" in line]
+    if network == "refused":
+        assert failures, err
+    assert err.count("Firestore unavailable") == len(failures), err  # each failure reported once
+    assert all("trying again in" in line for line in failures), err

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from storex_sync_firestore import ClockDriftError, HybridLogicalClock
-from storex_sync_firestore.clock import wall_ms_of
+from storex_sync_firestore import HybridLogicalClock
+from storex_sync_firestore.clock import wall_clock_ms, wall_ms_of
+from storex_sync_firestore.validate import MAX_AHEAD_MS
 
 from .conftest import DeviceFactory
 
@@ -53,17 +52,9 @@ def test_capture_time_later_than_now_is_capped() -> None:
     assert wall_ms_of(clock.stamp(wall_ms=5_000_000)) == 1_000
 
 
-def test_far_future_timestamp_is_refused_and_does_not_poison_the_clock() -> None:
-    clock = HybridLogicalClock(now_ms=FakeWall(1_000), max_drift_ms=HOUR_MS * 24)
-    poisoned = (1_000 + 365 * 24 * HOUR_MS) << 16
-    with pytest.raises(ClockDriftError, match="ahead of this device's clock"):
-        clock.receive(poisoned)
-    assert clock.stamp() < poisoned
-
-
 def test_edit_after_receiving_wins_even_with_a_clock_an_hour_behind(make_devices: DeviceFactory) -> None:
     a, b = make_devices(2)
-    now = FakeWall(1_800_000_000_000)
+    now = FakeWall(wall_clock_ms())  # the shared log's clock is the real one
     a_clock = HybridLogicalClock(now_ms=now)
     b_clock = HybridLogicalClock(now_ms=lambda: now() - HOUR_MS)  # b's wall clock is an hour behind
 
@@ -89,5 +80,17 @@ def test_far_future_entry_is_set_aside_not_applied(make_devices: DeviceFactory) 
     assert summary.set_aside == 1 and summary.received == 0
     assert b.rows("notes") == []
     [(reason,)] = b.query("SELECT reason FROM _sync_quarantine")
-    assert "ahead of this device's clock" in reason
+    assert "ahead of the time the shared log accepted it" in reason
     assert wall_ms_of(b.query("SELECT max(hlc) FROM _sync_log")[0][0] or 0) < 4_000_000_000_000
+
+
+def test_an_entry_just_inside_the_bound_is_accepted_and_moves_the_clock_at_most_that_far(
+    make_devices: DeviceFactory,
+) -> None:
+    a, b = make_devices(2)
+    a.sql("INSERT INTO notes VALUES ('n', 'a little ahead', NULL, 1)")
+    ahead = wall_clock_ms() + MAX_AHEAD_MS - 60_000
+    a.sync(clock=HybridLogicalClock(now_ms=lambda: ahead), now_ms=lambda: ahead)
+    summary = b.sync()
+    assert summary.received == 1 and summary.set_aside == 0
+    assert wall_ms_of(int(b.db.state()["clock"])) <= wall_clock_ms() + MAX_AHEAD_MS

@@ -11,14 +11,15 @@ from typing import Any
 import pytest
 
 from storex_sync_firestore import InvalidEntryError, decode_value, encode_value
-from storex_sync_firestore.codec import dumps
+from storex_sync_firestore.codec import JsonText, TimeText, dumps
 
 VALUES = [
     None, True, False, 0, -7, 2**62, 1.5, "", "text é 中", b"\x00\xff", b"",
     date(2024, 5, 1), datetime(2024, 5, 1, 10, 0, 0, 123456),
     datetime(2024, 5, 1, 10, 0, tzinfo=timezone(timedelta(hours=2))), datetime(2024, 1, 1, tzinfo=UTC),
     Decimal("19.90"), Decimal("-0.000000000000000000001"), uuid.UUID("01a217db-c51e-706f-b96e-1769f8bef04b"),
-    {"a": [1, 2, {"b": None}]}, [1, "x"], math.inf, -math.inf,
+    JsonText('{"a": [1.10, 2, {"b": null}]}'), JsonText('"s"'), math.inf, -math.inf,
+    TimeText("$date", "infinity"), TimeText("$datetime", "0044-03-15T00:00:00 BC"),
 ]  # fmt: skip
 
 

@@ -156,19 +156,19 @@ def test_listeners_survive_runs(devices: Any, log: Any, started: list[Any]) -> N
 
 
 class FlakyLog:
-    """Wraps a log; ``get_unsynced_entries`` fails while ``failures`` is positive."""
+    """Wraps a log; ``get_unsynced_batches`` fails while ``failures`` is positive."""
 
     def __init__(self, inner: SharedSyncLog, failures: int) -> None:
         self.inner, self.failures = inner, failures
-        self.max_batch_bytes, self.max_entry_bytes = inner.max_batch_bytes, inner.max_entry_bytes
+        self.max_batch_bytes = inner.max_batch_bytes
         self.calls: list[float] = []
 
-    def get_unsynced_entries(self, **kw: Any) -> Any:
+    def get_unsynced_batches(self, **kw: Any) -> Any:
         self.calls.append(time.monotonic())
         if self.failures > 0:
             self.failures -= 1
             raise TransientSharedLogError("the network is down", hint="wait")
-        return self.inner.get_unsynced_entries(**kw)
+        return self.inner.get_unsynced_batches(**kw)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -245,3 +245,51 @@ def test_firestore_listener_brings_remote_changes_without_polling(
     took = wait_for(lambda: titles(b) == {"f": "through the listener"}, timeout=5)
     print(f"remote change applied {took:.3f} s after the upload")
     assert took < 2.0
+
+
+def test_an_idle_watch_on_a_folder_log_runs_no_sync(
+    devices: Any, log: FilesystemSharedLog, started: list[Any]
+) -> None:
+    """Each poll asks the log whether it holds anything new, and syncs only if so (a full idle sync per
+    poll cost CPU in proportion to the database, and wrote the database every poll)."""
+    a, db_a, b, db_b = devices
+    runner = ContinuousSync(db_a, log, remote_poll_interval=0.05)
+    runs: list[float] = []
+    runner.events.on("sync_started", lambda: runs.append(time.monotonic()))
+    started.append(runner.start())
+    wait_for(lambda: len(runs) == 1)
+    time.sleep(1.0)  # some twenty polls
+    assert len(runs) == 1, f"{len(runs)} syncs while nothing changed"
+    write(b, "INSERT INTO notes VALUES ('3', 'typed on b')")
+    do_sync(db_b, log)
+    wait_for(lambda: titles(a) == {"3": "typed on b"}, timeout=3)  # the probe saw it
+    assert len(runs) == 2
+
+
+def test_the_firestore_listener_is_throttled_offline_and_unsubscribes_at_once(
+    firestore_client: Any, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards the private google-cloud-firestore API used by ``firestore_watch._tame``: offline, ``Watch``
+    re-opened its stream in a tight loop, and closing it blocked for a second, then warned."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
+    from storex_sync_firestore.shared_log import firestore_watch
+    from storex_sync_firestore.testing.emulator import free_port
+
+    live = firestore_client.collection("c").limit(1).on_snapshot(lambda *_: None)
+    unsubscribe = firestore_watch._tame(live)
+    assert live._rpc._reopen_throttle is not None  # the attribute this version of the client has
+    unsubscribe()
+
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing answers there
+    dead = firestore.Client(project="demo-offline", credentials=AnonymousCredentials())
+    watch = dead.collection("c").limit(1).on_snapshot(lambda *_: None)
+    unsubscribe = firestore_watch._tame(watch)
+    time.sleep(0.5)
+    start = time.monotonic()
+    unsubscribe()
+    assert time.monotonic() - start < 0.1
+    time.sleep(1.5)  # the closing thread's join times out meanwhile
+    assert "did not exit" not in capfd.readouterr().err  # google's loggers may not propagate: read fd 2
+    dead.close()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +72,113 @@ def test_a_failed_start_shows_the_log_tail() -> None:
 def test_firebase_json_settings() -> None:
     settings = em.load_firebase_json(ROOT / "firebase.json")
     assert settings == {"host": "127.0.0.1", "port": 8080, "rules": str(ROOT / "firestore.rules")}
-    import json
-
     config = json.loads((ROOT / "firebase.json").read_text())
     assert config["emulators"]["ui"] == {"enabled": False}
     assert {"hub", "logging"} <= config["emulators"].keys()
     assert config["firestore"]["indexes"] == "firestore.indexes.json"
+
+
+def test_rules_that_do_not_compile_fail_the_start_and_say_where(tmp_path: Path) -> None:
+    rules = tmp_path / "firestore.rules"
+    rules.write_text((ROOT / "firestore.rules").read_text().replace("if ", "if = ", 1))
+    emu = FirestoreEmulator(rules=rules)
+    try:
+        with pytest.raises(EmulatorError, match=r"(?s)do not compile: .*L\d+:\d+") as info:
+            emu.start()
+    finally:
+        process = emu.process
+        emu.stop()  # were it started after all, it must not outlive the test
+    assert str(rules) in str(info.value)
+    assert process is None  # stopped by start itself, not left running
+
+
+def test_storex_sync_emulator_runs_one_as_firebase_json_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command a pip user has (emulator/start.py is not installed with the package)."""
+    from storex_sync_firestore.shared_log.firestore_clients import emulator_id_token, end_user_client
+
+    config = json.loads((ROOT / "firebase.json").read_text())
+    config["emulators"]["firestore"]["port"] = em.free_port()
+    (tmp_path / "firebase.json").write_text(json.dumps(config))
+    (tmp_path / "firestore.rules").write_text((ROOT / "firestore.rules").read_text())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "storex_sync_firestore", "emulator"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()
+        assert "ready" in ready and "firestore.rules" in ready, ready + (
+            proc.stderr.read() if proc.stderr else ""
+        )
+        export = proc.stdout.readline().strip()
+        assert (
+            export == f"export FIRESTORE_EMULATOR_HOST=127.0.0.1:{config['emulators']['firestore']['port']}"
+        )
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", export.split("=", 1)[1])
+        bob = end_user_client(project="demo-cmd", token=emulator_id_token("bob"))
+        with pytest.raises(Exception, match="403"):
+            bob.document("storexSync/alice/devices/x").get()  # the rules apply
+        bob.close()
+        proc.send_signal(signal.SIGINT)
+        out, _err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and out.strip().endswith("stopped")
+
+
+def test_firestore_debug_log_is_ignored() -> None:
+    """firebase-tools writes it into the directory it runs in, the repository root included."""
+
+    ignored = subprocess.run(["git", "check-ignore", "-q", "firestore-debug.log"], cwd=ROOT)
+    assert ignored.returncode == 0
+
+
+def test_firebase_emulators_exec_runs_the_readme_tests_with_the_repos_firebase_json(tmp_path: Path) -> None:
+    """The documented firebase CLI path: ``emulator/firebase emulators:exec``, this repository's firebase.json
+    (its ports moved to free ones, so parallel runs do not collide), its rules in force, and the README's
+    example tests run by pytest against that emulator through the plugin."""
+    from tests.test_docs import readme_block
+
+    config = json.loads((ROOT / "firebase.json").read_text())
+    for name in ("firestore", "hub", "logging"):
+        config["emulators"][name]["port"] = em.free_port()
+    config["emulators"]["firestore"]["websocketPort"] = em.free_port()
+    (tmp_path / "firebase.json").write_text(json.dumps(config))
+    for name in ("firestore.rules", "firestore.indexes.json"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    (tmp_path / "test_readme.py").write_text(readme_block("python", 1))
+    host = f"127.0.0.1:{config['emulators']['firestore']['port']}"
+    (tmp_path / "test_attached.py").write_text(
+        "import os\n\n"
+        "def test_the_plugin_uses_the_firebase_emulator(firestore_emulator):\n"
+        "    assert firestore_emulator.process is None  # attached, not started\n"
+        f"    assert os.environ['FIRESTORE_EMULATOR_HOST'] == {host!r}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIRESTORE_", "PYTEST_"))}
+    script = f"{sys.executable} -m pytest -q -p no:cacheprovider -p no:xdist"
+    proc = subprocess.run(
+        [
+            str(ROOT / "emulator" / "firebase"),
+            "emulators:exec",
+            "--only",
+            "firestore",
+            "--project",
+            "demo-fb",
+            script,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 passed" in proc.stdout, proc.stdout[-3000:]
+    assert (tmp_path / "firestore-debug.log").exists()  # where it runs, not in the repository

@@ -16,7 +16,8 @@ from storex_sync_firestore.testing.conformance import (
     SharedSyncLogConformance,
     drain,
     keys,
-    make_entries,
+    make_batch,
+    write,
 )
 
 
@@ -29,7 +30,7 @@ class TestFilesystemSharedLog(SharedSyncLogConformance):
 def _upload(folder: str, device_id: str, rounds: int) -> None:
     log = FilesystemSharedLog(folder)
     for i in range(rounds):
-        log.write_entries(make_entries(device_id, i * 2, 2), user_id=USER, device_id=device_id)
+        write(log, make_batch(device_id, 1 + i * 2, 2))
 
 
 def test_two_processes_appending_never_lose_or_skip_a_batch(tmp_path: Path) -> None:
@@ -48,18 +49,18 @@ def test_two_processes_appending_never_lose_or_skip_a_batch(tmp_path: Path) -> N
         p.join()
         assert p.exitcode == 0
     got.extend(drain(log, reader, batch_size=5))
-    assert sorted(keys(got)) == sorted((w, h) for w in writers for h in range(50))
+    assert sorted(keys(got)) == sorted((w, h) for w in writers for h in range(1, 51))
     assert len(keys(got)) == len(set(keys(got)))
 
 
 def test_batches_are_whole_immutable_files_and_retries_write_nothing(tmp_path: Path) -> None:
     log = FilesystemSharedLog(tmp_path)
     a = log.create_device_id(user_id=USER)
-    batch = make_entries(a, 7, 3)
-    log.write_entries(batch, user_id=USER, device_id=a)
-    log.write_entries(batch, user_id=USER, device_id=a)
+    batch = make_batch(a, 7, 3)
+    assert write(log, batch) == 1
+    assert write(log, batch) == 0
     files = sorted(p.name for p in (tmp_path / USER / "batches").iterdir())
-    assert files == [f"000000000001_{a}_{7:016x}_{9:016x}_3.json"]
+    assert files == [f"000000000001_{batch.batch_id}.batch"]
     assert not list(tmp_path.rglob(".tmp-*"))
 
 
@@ -67,13 +68,13 @@ def test_a_gap_in_the_sequence_ends_the_page(tmp_path: Path) -> None:
     """A listing that raced a rename may show seq 2 without seq 1: the reader must wait, not skip 1."""
     log = FilesystemSharedLog(tmp_path)
     a, b = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
-    log.write_entries(make_entries(a, 1, 1), user_id=USER, device_id=a)
-    log.write_entries(make_entries(a, 2, 1), user_id=USER, device_id=a)
+    write(log, make_batch(a, 1, 1))
+    write(log, make_batch(a, 2, 1))
     batches = tmp_path / USER / "batches"
     first = next(batches.glob("000000000001_*"))
     hidden = first.rename(tmp_path / "hidden")
-    update = log.get_unsynced_entries(user_id=USER, device_id=b)
-    assert update.entries == [] and update.has_more
+    update = log.get_unsynced_batches(user_id=USER, device_id=b)
+    assert update.batches == [] and update.has_more
     log.mark_as_seen(update, user_id=USER, device_id=b)
     hidden.rename(first)
     assert keys(drain(log, b)) == [(a, 1), (a, 2)]
@@ -97,9 +98,10 @@ def test_malformed_batch_files_are_set_aside(make_devices: Any, tmp_path: Path) 
         )
     )
     (batches / f"{2:012d}_{a.device_id}_1_1_1.json").write_text("{ not json")
+    (batches / f"{3:012d}_{a.device_id}-0000000000000001-0000000000000000.batch").write_bytes(b"\x00\x01")
     a.sql("INSERT INTO notes VALUES ('later', 't', NULL, 1)")
     a.sync()
     b.sql("INSERT INTO notes VALUES ('local', 't', NULL, 2)")
     summary = b.sync()
-    assert summary.set_aside == 2 and summary.sent == 1
+    assert summary.set_aside == 3 and summary.sent == 1
     assert [r[0] for r in b.rows("notes")] == ["later", "local"]

@@ -17,8 +17,8 @@ from google.cloud.firestore_v1.document import DocumentReference
 from google.cloud.firestore_v1.query import Query
 from pytest_mock import MockerFixture
 
-from storex_sync_firestore.models import SharedEntry
 from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
+from storex_sync_firestore.testing.conformance import keys, make_batch
 
 USER = "u"
 N = 20_000
@@ -63,16 +63,13 @@ class Counter:
         self.written = self.read = 0
 
 
-def upload(log: FirestoreSharedLog, device: str, count: int, size: int = 200) -> int:
-    entries = [SharedEntry(device, i, f'{{"n":{i},"p":"{"x" * (size - 20)}"}}') for i in range(1, count + 1)]
-    written, chunk, used = 0, [], 0
-    for e in entries:  # cut upload batches at max_batch_bytes, as the sync engine does
-        if chunk and used + len(e.data) > (log.max_batch_bytes or 0):
-            written += log.write_entries(chunk, user_id=USER, device_id=device).documents_written
-            chunk, used = [], 0
-        chunk.append(e)
-        used += len(e.data)
-    return written + log.write_entries(chunk, user_id=USER, device_id=device).documents_written
+def upload(log: FirestoreSharedLog, device: str, count: int, size: int = 200, per_batch: int = 10_000) -> int:
+    """Upload ``count`` entries in batches of ``per_batch`` (the engine's default upload batch size)."""
+    written = 0
+    for start in range(1, count + 1, per_batch):
+        batch = make_batch(device, start, min(per_batch, count + 1 - start), size)
+        written += log.write_batches([batch], user_id=USER, device_id=device).documents_written
+    return written
 
 
 @pytest.mark.parametrize("settle", [timedelta(0), timedelta(seconds=30)])
@@ -90,10 +87,10 @@ def test_document_reads_and_writes_per_thousand_entries(
     counter.reset()
     received, syncs, reported_reads = 0, 0, 0
     while True:
-        update = log.get_unsynced_entries(user_id=USER, device_id=b, batch_size=5_000)
+        update = log.get_unsynced_batches(user_id=USER, device_id=b, batch_size=5_000)
         log.mark_as_seen(update, user_id=USER, device_id=b)
         received, syncs, reported_reads = (
-            received + len(update.entries),
+            received + len(keys(update.batches)),
             syncs + 1,
             reported_reads + update.documents_read,
         )
@@ -105,9 +102,9 @@ def test_document_reads_and_writes_per_thousand_entries(
     print(f"settle={settle}: {reported} docs written, {counter.read} read in {syncs} calls for {N} entries")
 
     counter.reset()  # a sync with nothing new: marker + one query, no write
-    update = log.get_unsynced_entries(user_id=USER, device_id=b)
+    update = log.get_unsynced_batches(user_id=USER, device_id=b)
     log.mark_as_seen(update, user_id=USER, device_id=b)
-    assert update.entries == []
+    assert keys(update.batches) == []
     assert counter.written == 0
     if settle:  # the recent batches are not settled yet, so they are re-read (and dropped) until they are
         assert counter.read <= 1 + reported

@@ -21,9 +21,10 @@ from google.cloud.firestore_v1.batch import WriteBatch
 from pytest_mock import MockerFixture
 
 from storex_sync_firestore.errors import PermanentSharedLogError, TransientSharedLogError
+from storex_sync_firestore.models import StoredBatch
 from storex_sync_firestore.retry import RetryPolicy
 from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
-from storex_sync_firestore.testing.conformance import drain, keys, make_entries
+from storex_sync_firestore.testing.conformance import drain, keys, make_batch
 from storex_sync_firestore.testing.emulator import FirestoreEmulator
 
 FAST = RetryPolicy(initial_wait=0.01, max_wait=0.05, total_timeout=5.0)
@@ -45,11 +46,11 @@ def test_a_transient_commit_error_is_retried(log: FirestoreSharedLog, mocker: Mo
         return real(self, *args, **kwargs)
 
     mocker.patch.object(WriteBatch, "commit", fail_once)
-    batch = make_entries(a, 1, 3)
-    assert log.write_entries(batch, user_id="u", device_id=a).documents_written == 1
+    batch = make_batch(a, 1, 3, user_id="u")
+    assert log.write_batches([batch], user_id="u", device_id=a).documents_written == 1
     assert log.stats.retries == 1
     mocker.stopall()
-    assert keys(drain(log, b, user_id="u")) == keys(batch)
+    assert keys(drain(log, b, user_id="u")) == keys([batch])
 
 
 def test_a_lost_commit_answer_is_a_no_op_retry(log: FirestoreSharedLog, mocker: MockerFixture) -> None:
@@ -66,21 +67,21 @@ def test_a_lost_commit_answer_is_a_no_op_retry(log: FirestoreSharedLog, mocker: 
         return result
 
     mocker.patch.object(WriteBatch, "commit", land_then_fail)
-    batch = make_entries(a, 1, 5)
-    assert log.write_entries(batch, user_id="u", device_id=a).documents_written == 0
+    batch = make_batch(a, 1, 5, user_id="u")
+    assert log.write_batches([batch], user_id="u", device_id=a).documents_written == 0
     mocker.stopall()
-    assert keys(drain(log, b, user_id="u")) == keys(batch)
+    assert keys(drain(log, b, user_id="u")) == keys([batch])
 
 
 def test_a_crash_after_commit_then_repeating_the_upload_duplicates_nothing(log: FirestoreSharedLog) -> None:
     """The caller crashed before recording the upload and repeats it with the same list (its upload plan)."""
     a, b = log.create_device_id(user_id="u"), log.create_device_id(user_id="u")
-    plan = [make_entries(a, 1, 4), make_entries(a, 5, 2)]
-    assert log.write_entries(plan[0], user_id="u", device_id=a).documents_written == 1
+    plan = [make_batch(a, 1, 4, user_id="u"), make_batch(a, 5, 2, user_id="u")]
+    assert log.write_batches(plan[:1], user_id="u", device_id=a).documents_written == 1
     # -- crash here: the caller did not record plan[0] as shared; after restart it repeats the whole plan --
     restarted = FirestoreSharedLog(log.client, retry=FAST)
-    assert [restarted.write_entries(p, user_id="u", device_id=a).documents_written for p in plan] == [0, 1]
-    assert keys(drain(restarted, b, user_id="u")) == keys(plan[0] + plan[1])
+    assert restarted.write_batches(plan, user_id="u", device_id=a).documents_written == 1
+    assert keys(drain(restarted, b, user_id="u")) == keys(plan)
 
 
 def test_retries_stop_within_the_total_time(log: FirestoreSharedLog, mocker: MockerFixture) -> None:
@@ -89,7 +90,7 @@ def test_retries_stop_within_the_total_time(log: FirestoreSharedLog, mocker: Moc
     slow = log.with_options(retry=RetryPolicy(initial_wait=0.05, max_wait=0.2, total_timeout=1.0))
     started = time.monotonic()
     with pytest.raises(TransientSharedLogError, match="ResourceExhausted") as info:
-        slow.write_entries(make_entries(a, 1, 1), user_id="u", device_id=a)
+        slow.write_batches([make_batch(a, 1, 1, user_id="u")], user_id="u", device_id=a)
     assert time.monotonic() - started < 2.0
     assert isinstance(info.value.__cause__, gexc.ResourceExhausted)
     assert slow.stats.retries >= 2
@@ -97,10 +98,11 @@ def test_retries_stop_within_the_total_time(log: FirestoreSharedLog, mocker: Moc
 
 def test_an_oversized_commit_fails_fast_instead_of_hanging(log: FirestoreSharedLog) -> None:
     a = log.create_device_id(user_id="u")
-    tiny = [make_entries(a, i, 1, size=1)[0] for i in range(1, 400_001)]
+    full = make_batch(a, 1, 1, user_id="u")
+    big = [StoredBatch(f"{full.batch_id}{i}", {**full.fields, "p": bytes(1_000_000)}) for i in range(5)]
     started = time.monotonic()
-    with pytest.raises(PermanentSharedLogError, match="max_batch_bytes"):
-        log.write_entries(tiny, user_id="u", device_id=a)
+    with pytest.raises(PermanentSharedLogError, match="one atomic write"):
+        log.write_batches(big, user_id="u", device_id=a)
     assert time.monotonic() - started < 10
 
 
@@ -108,7 +110,7 @@ def test_permanent_errors_are_not_retried(log: FirestoreSharedLog, mocker: Mocke
     a = log.create_device_id(user_id="u")
     commit = mocker.patch.object(WriteBatch, "commit", side_effect=gexc.InvalidArgument("too big"))
     with pytest.raises(PermanentSharedLogError, match="invalid") as info:
-        log.write_entries(make_entries(a, 1, 1), user_id="u", device_id=a)
+        log.write_batches([make_batch(a, 1, 1, user_id="u")], user_id="u", device_id=a)
     assert commit.call_count == 1 and info.value.hint
 
 
@@ -154,7 +156,7 @@ def test_emulator_stopped_mid_upload_and_restarted(
 
     def upload(device: str) -> None:
         for i in range(per_writer):
-            log.write_entries(make_entries(device, i * 3, 3), user_id="u", device_id=device)
+            log.write_batches([make_batch(device, 1 + i * 3, 3, user_id="u")], user_id="u", device_id=device)
 
     threads = [threading.Thread(target=upload, args=(w,)) for w in writers]
     for t in threads:
@@ -177,7 +179,7 @@ def test_emulator_stopped_mid_upload_and_restarted(
     finally:
         restarted.stop()
     got = keys(received)
-    expected = {(w, i) for w in writers for i in range(per_writer * 3)}
+    expected = {(w, 1 + i) for w in writers for i in range(per_writer * 3)}
     assert len(got) == len(set(got)), "an entry was delivered twice"
     assert set(got) == expected, "an entry was lost"
     assert log.stats.retries > 0

@@ -1,67 +1,63 @@
-"""Packing, ids, sizes and the read-marker algorithm: pure checks, plus the emulator's verdict on sizes."""
+"""Document sizes, ids and the read-marker algorithm: pure checks, plus the emulator's verdict on sizes."""
 
 from __future__ import annotations
 
+import base64
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from storex_sync_firestore.client_log import Signer, _fitting
 from storex_sync_firestore.errors import EntryTooLargeError, PermanentSharedLogError
-from storex_sync_firestore.models import SharedEntry
+from storex_sync_firestore.models import StoredBatch
 from storex_sync_firestore.shared_log import firestore_layout as layout
+from storex_sync_firestore.shared_log import format as fmt
 from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
 from storex_sync_firestore.shared_log.firestore_marker import Marker, Position, advance
-from storex_sync_firestore.testing.conformance import drain, keys, make_entries
+from storex_sync_firestore.signing import DeviceKey
+from storex_sync_firestore.testing.conformance import drain
 
 DEV = "d" * 32
 
 
-def sized(hlc: int, size: int, char: str = "x") -> SharedEntry:
-    return SharedEntry(DEV, hlc, char * size)
+def noise_lines(start: int, count: int, size: int) -> list[fmt.Line]:
+    """Lines of incompressible text, so that a payload's stored size is what the test says."""
+    rng = random.Random(start)
+    return [fmt.Line(start + i, base64.b64encode(rng.randbytes(size))[:size].decode()) for i in range(count)]
 
 
-def test_packing_is_deterministic_and_ids_follow_content() -> None:
-    entries = make_entries(DEV, 1, 50)
-    first, again = layout.pack(entries, DEV), layout.pack(list(entries), DEV)
-    assert [b.doc_id for b in first] == [b.doc_id for b in again]
-    assert first[0].doc_id.startswith(f"{DEV}-{1:016x}-")
-    changed = [*entries[:-1], SharedEntry(DEV, 50, "other")]
-    assert layout.pack(changed, DEV)[0].doc_id != first[0].doc_id
+def test_documents_are_cut_to_fit_one_mib_even_when_the_data_does_not_compress() -> None:
+    signer = Signer("u", DEV, DeviceKey.generate())
+    lines = noise_lines(1, 30, 100_000)  # 3 MB that zstd cannot shrink
+    fitted = _fitting(lines, signer, layout.MAX_BATCH_BYTES)
+    assert fitted is not None
+    batch_id, fields = fitted
+    assert 5 <= fields["count"] < 30 and len(fields["p"]) <= layout.MAX_BATCH_BYTES
+    path = ("storexSync", "u" * layout.MAX_ID_BYTES, "batches", batch_id)
+    assert document_size(path, {**fields, layout.F_SHARED_ON: datetime.now(UTC)}) <= layout.DOC_LIMIT
 
 
-def test_documents_stay_under_one_mib_with_utf8_counted() -> None:
-    entries = [sized(i, 100_000, "é") for i in range(1, 30)]  # 200,000 UTF-8 bytes each
-    packed = layout.pack(entries, DEV)
-    assert len(packed) == 6 and sum(len(b.hlcs) for b in packed) == 29
-    for batch in packed:
-        path = ("storexSync", "u" * layout.MAX_ID_BYTES, "batches", batch.doc_id)
-        assert layout.document_size(path, batch.fields(DEV, datetime.now(UTC))) <= layout.DOC_LIMIT
+def document_size(path: tuple[str, ...], fields: dict[str, Any]) -> int:
+    """Firestore's storage size (https://firebase.google.com/docs/firestore/storage-size)."""
 
+    def size(value: Any) -> int:
+        if isinstance(value, str):
+            return len(value.encode()) + 1
+        return len(value) if isinstance(value, bytes) else 8
 
-def test_entries_per_document_are_capped() -> None:
-    packed = layout.pack([sized(i, 1) for i in range(1, 25_001)], DEV)
-    assert [len(b.hlcs) for b in packed] == [10_000, 10_000, 5_000]
-
-
-def test_too_large_entry_is_named() -> None:
-    with pytest.raises(EntryTooLargeError, match=f"{DEV}/7 is {layout.MAX_ENTRY_BYTES + 1:,} bytes"):
-        layout.pack([sized(6, 10), sized(7, layout.MAX_ENTRY_BYTES + 1)], DEV)
-
-
-def test_foreign_or_unordered_entries_are_refused() -> None:
-    with pytest.raises(PermanentSharedLogError, match="another device"):
-        layout.pack([SharedEntry("other", 1, "{}")], DEV)
-    with pytest.raises(PermanentSharedLogError, match="ascending"):
-        layout.pack([sized(2, 1), sized(2, 1)], DEV)
+    name = sum(len(seg.encode()) + 1 for seg in path) + 16
+    return name + sum(len(k) + 1 + size(v) for k, v in fields.items()) + 32
 
 
 def test_commit_size_bound() -> None:
-    per_entry = 32  # the smallest average entry max_batch_bytes is promised for
-    n = layout.MAX_BATCH_BYTES // per_entry
-    layout.check_commit_size(layout.pack([sized(i, per_entry) for i in range(1, n + 1)], DEV))
-    with pytest.raises(PermanentSharedLogError, match="max_batch_bytes"):
-        layout.check_commit_size(layout.pack([sized(i, 5) for i in range(1, 200_001)], DEV))
+    one = StoredBatch("b", {"p": bytes(layout.MAX_BATCH_BYTES)})
+    layout.check_commit_size([one, one, one])
+    with pytest.raises(PermanentSharedLogError, match="one atomic write"):
+        layout.check_commit_size([one] * 4)
+    with pytest.raises(EntryTooLargeError, match="a document holds at most"):
+        layout.check_commit_size([StoredBatch("b", {"p": bytes(layout.MAX_BATCH_BYTES + 1)})])
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", ".", "..", "__x__", "x" * 513])
@@ -70,17 +66,19 @@ def test_ids_are_validated(bad: str) -> None:
         layout.validate_id("user id", bad)
 
 
-def test_largest_entry_and_largest_batch_are_accepted_by_the_emulator(firestore_client: Any) -> None:
+def test_largest_documents_are_accepted_by_the_emulator(firestore_client: Any) -> None:
     log = FirestoreSharedLog(firestore_client, retry=None)
     user = "u" * layout.MAX_ID_BYTES
     a, b = log.create_device_id(user_id=user), log.create_device_id(user_id=user)
-    big = [SharedEntry(a, 1, "x" * log.max_entry_bytes)]  # type: ignore[operator]
-    assert log.write_entries(big, user_id=user, device_id=a).documents_written == 1
-    n = layout.MAX_BATCH_BYTES // 200
-    batch = [SharedEntry(a, 10 + i, "y" * 200) for i in range(n)]  # a full 2 MiB upload, one commit
-    assert log.write_entries(batch, user_id=user, device_id=a).documents_written == 3
+    signer = Signer(user, a, DeviceKey.generate())
+    batches = []
+    for start in (1, 1_000, 2_000):  # three full documents: one commit of about 3 MiB
+        fitted = _fitting(noise_lines(start, 12, 100_000), signer, layout.MAX_BATCH_BYTES)
+        assert fitted is not None and len(fitted[1]["p"]) > layout.MAX_BATCH_BYTES * 0.8
+        batches.append(StoredBatch(*fitted))
+    assert log.write_batches(batches, user_id=user, device_id=a).documents_written == 3
     got = drain(log, b, user_id=user)
-    assert keys(got) == keys(big + batch) and got[0].data == big[0].data
+    assert [(g.batch_id, dict(g.fields)) for g in got] == [(x.batch_id, dict(x.fields)) for x in batches]
 
 
 # ---- the marker ----

@@ -16,10 +16,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from storex_sync_firestore.errors import PermanentSharedLogError
-from storex_sync_firestore.shared_log import firestore_layout as layout
+from storex_sync_firestore.shared_log import format as fmt
 from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
 from storex_sync_firestore.shared_log.firestore_clients import emulator_id_token, end_user_client
-from storex_sync_firestore.testing.conformance import drain, keys, make_entries
+from storex_sync_firestore.testing.conformance import drain, keys, make_batch
 from storex_sync_firestore.testing.emulator import FirestoreEmulator
 
 RULES = Path(__file__).resolve().parents[1] / "firestore.rules"
@@ -46,6 +46,15 @@ def alice_log(as_user: Callable[..., Any]) -> FirestoreSharedLog:
     return FirestoreSharedLog(as_user("alice"), retry=None)
 
 
+def body(batch: Any) -> dict[str, Any]:
+    """A batch's fields as the backend writes them."""
+    return {**batch.fields, "sharedOn": firestore.SERVER_TIMESTAMP}
+
+
+def alice_batch(device: str, start: int, count: int) -> Any:
+    return make_batch(device, start, count, user_id="alice")
+
+
 def denied(fn: Callable[[], Any]) -> None:
     with pytest.raises(gexc.PermissionDenied):
         fn()
@@ -54,11 +63,11 @@ def denied(fn: Callable[[], Any]) -> None:
 def test_alice_syncs_between_her_devices(alice_log: FirestoreSharedLog) -> None:
     a = alice_log.create_device_id(user_id="alice")
     b = alice_log.create_device_id(user_id="alice")
-    batch = make_entries(a, 1, 5)
-    assert alice_log.write_entries(batch, user_id="alice", device_id=a).documents_written == 1
-    assert alice_log.write_entries(batch, user_id="alice", device_id=a).documents_written == 0  # retry no-op
-    assert keys(drain(alice_log, b, user_id="alice")) == keys(batch)
-    assert drain(alice_log, a, user_id="alice") == []
+    batch = alice_batch(a, 1, 5)
+    assert alice_log.write_batches([batch], user_id="alice", device_id=a).documents_written == 1
+    assert alice_log.write_batches([batch], user_id="alice", device_id=a).documents_written == 0  # retry
+    assert keys(drain(alice_log, b, user_id="alice")) == keys([batch])
+    assert keys(drain(alice_log, a, user_id="alice"), besides=a) == []
     info = alice_log.get_device_info(user_id="alice", device_id=b)
     assert info is not None and info.created_at is not None
 
@@ -77,8 +86,8 @@ def test_bob_can_neither_read_list_write_nor_delete_alices_data(
     alice_log: FirestoreSharedLog, as_user: Callable[..., Any]
 ) -> None:
     a = alice_log.create_device_id(user_id="alice")
-    alice_log.write_entries(make_entries(a, 1, 3), user_id="alice", device_id=a)
-    batch_id = layout.pack(make_entries(a, 1, 3), a)[0].doc_id
+    batch_id = alice_batch(a, 1, 3).batch_id
+    alice_log.write_batches([alice_batch(a, 1, 3)], user_id="alice", device_id=a)
     bob = as_user("bob")
     devices = bob.collection("storexSync/alice/devices")
     batches = bob.collection("storexSync/alice/batches")
@@ -89,16 +98,16 @@ def test_bob_can_neither_read_list_write_nor_delete_alices_data(
     denied(lambda: batches.document(batch_id).delete())
     denied(lambda: devices.document(a).update({"markerTs": None}))
     denied(lambda: devices.document(a).delete())
-    forged = layout.pack(make_entries(a, 10, 1), a)[0]
-    denied(lambda: batches.document(forged.doc_id).create(forged.fields(a, firestore.SERVER_TIMESTAMP)))
+    forged = alice_batch(a, 10, 1)
+    denied(lambda: batches.document(forged.batch_id).create(body(forged)))
     # Through the backend, the refusal is a permanent error that names the cause.
     bob_log = FirestoreSharedLog(bob, retry=None)
     with pytest.raises(PermanentSharedLogError, match="denied"):
-        bob_log.get_unsynced_entries(user_id="alice", device_id=a)
+        bob_log.get_unsynced_batches(user_id="alice", device_id=a)
     with pytest.raises(PermanentSharedLogError, match="denied"):
         bob_log.create_device_id(user_id="alice")
     with pytest.raises(PermanentSharedLogError, match="denied"):
-        bob_log.write_entries(make_entries(a, 20, 1), user_id="alice", device_id=a)
+        bob_log.write_batches([alice_batch(a, 20, 1)], user_id="alice", device_id=a)
     # Bob's own log works.
     assert bob_log.create_device_id(user_id="bob")
 
@@ -107,32 +116,44 @@ def test_batches_are_immutable_but_deletable_by_their_owner(
     alice_log: FirestoreSharedLog, as_user: Callable[..., Any]
 ) -> None:
     a = alice_log.create_device_id(user_id="alice")
-    alice_log.write_entries(make_entries(a, 1, 2), user_id="alice", device_id=a)
-    batch_id = layout.pack(make_entries(a, 1, 2), a)[0].doc_id
-    ref = as_user("alice").collection("storexSync/alice/batches").document(batch_id)
-    denied(lambda: ref.update({"d": ["tampered", "x"]}))
+    batch = alice_batch(a, 1, 2)
+    alice_log.write_batches([batch], user_id="alice", device_id=a)
+    ref = as_user("alice").collection("storexSync/alice/batches").document(batch.batch_id)
+    denied(lambda: ref.update({"p": b"tampered"}))
     denied(lambda: ref.set({"deviceId": a}, merge=True))
-    denied(lambda: ref.set(layout.pack(make_entries(a, 1, 2), a)[0].fields(a, firestore.SERVER_TIMESTAMP)))
+    denied(lambda: ref.set(body(batch)))
     ref.delete()  # cleanup of the log by its owner is allowed
 
 
 def test_batches_must_be_well_formed_and_from_a_registered_device(
     alice_log: FirestoreSharedLog, as_user: Callable[..., Any]
 ) -> None:
-    a = alice_log.create_device_id(user_id="alice")
+    a = alice_log.create_device_id(user_id="alice", public_key=bytes(32))
     batches = as_user("alice").collection("storexSync/alice/batches")
-    good = layout.pack(make_entries(a, 1, 2), a)[0]
-    fields = good.fields(a, firestore.SERVER_TIMESTAMP)
-    denied(
-        lambda: batches.document(good.doc_id).create(
-            {**fields, "sharedOn": firestore.SERVER_TIMESTAMP, "x": 1}
-        )
-    )
-    denied(lambda: batches.document(good.doc_id).create({**fields, "count": 3}))
-    denied(lambda: batches.document("other-" + good.doc_id).create(fields))  # id must start with deviceId
-    ghost = layout.pack(make_entries("ghost", 1, 1), "ghost")[0]
-    denied(lambda: batches.document(ghost.doc_id).create(ghost.fields("ghost", firestore.SERVER_TIMESTAMP)))
-    batches.document(good.doc_id).create(fields)
+    good = alice_batch(a, 1, 2)
+    fields = body(good)
+    document = batches.document(good.batch_id)
+    denied(lambda: document.create({**fields, "x": 1}))
+    for field, bad in [
+        ("count", "2"),
+        ("p", "text"),
+        ("sig", b"short"),
+        ("z", "gzip"),
+        ("v", 3),
+        ("firstHlc", 9),
+    ]:
+        denied(lambda field=field, bad=bad: document.create({**fields, field: bad}))  # type: ignore[misc]
+    denied(lambda: batches.document("other-" + good.batch_id).create(fields))  # id must start with deviceId
+    denied(lambda: batches.document(good.batch_id + "-x").create(fields))  # and have the digest form
+    ghost = alice_batch("ghost", 1, 1)
+    denied(lambda: batches.document(ghost.batch_id).create(body(ghost)))
+    v1 = {"deviceId": a, "sharedOn": firestore.SERVER_TIMESTAMP, "firstHlc": 1, "lastHlc": 1, "count": 1}
+    v1 |= {"h": [1], "d": ["{}"], "v": 1}
+    v1_id = fmt.legacy_id(a, [1], ["{}"])
+    denied(lambda: batches.document(v1_id).create(v1))  # a device with a key writes only signed batches
+    document.create(fields)
+    legacy = alice_log.create_device_id(user_id="alice")  # registered without a key, as 0.1.x did
+    batches.document(fmt.legacy_id(legacy, [1], ["{}"])).create({**v1, "deviceId": legacy})
 
 
 def test_device_records_keep_identity_and_markers_only_move_forward(
@@ -140,7 +161,7 @@ def test_device_records_keep_identity_and_markers_only_move_forward(
 ) -> None:
     a = alice_log.create_device_id(user_id="alice")
     b = alice_log.create_device_id(user_id="alice")
-    alice_log.write_entries(make_entries(a, 1, 2), user_id="alice", device_id=a)
+    alice_log.write_batches([alice_batch(a, 1, 2)], user_id="alice", device_id=a)
     drain(alice_log.with_options(settle_time=timedelta(0)), b, user_id="alice")  # settles the marker
     ref = as_user("alice").collection("storexSync/alice/devices").document(b)
     denied(lambda: ref.update({"deviceId": "someone-else"}))
@@ -150,6 +171,11 @@ def test_device_records_keep_identity_and_markers_only_move_forward(
     denied(lambda: ref.delete())
     devices = as_user("alice").collection("storexSync/alice/devices")
     denied(lambda: devices.document("forged").create({"deviceId": "other", "markerSeen": []}))
+    keyed = alice_log.create_device_id(user_id="alice", public_key=bytes(32))
+    denied(lambda: devices.document(keyed).update({"publicKey": bytes([1]) * 32}))  # the key never changes
+    denied(lambda: ref.update({"publicKey": bytes(32)}))  # nor is one added later
+    new = {"deviceId": "n", "createdAt": firestore.SERVER_TIMESTAMP, "markerSeen": [], "publicKey": b"x"}
+    denied(lambda: devices.document("n").create(new))  # a key is 32 bytes
 
 
 def test_a_device_token_may_move_only_its_own_marker(
@@ -158,11 +184,44 @@ def test_a_device_token_may_move_only_its_own_marker(
     """With a per-device ``storexDeviceId`` claim the rules tell alice's devices apart."""
     a = alice_log.create_device_id(user_id="alice")
     b = alice_log.create_device_id(user_id="alice")
-    alice_log.write_entries(make_entries(a, 1, 2), user_id="alice", device_id=a)
+    alice_log.write_batches([alice_batch(a, 1, 2)], user_id="alice", device_id=a)
     as_b = FirestoreSharedLog(as_user("alice", storexDeviceId=b), retry=None)
-    assert len(drain(as_b, b, user_id="alice")) == 2  # b moves its own marker
+    assert len(keys(drain(as_b, b, user_id="alice"))) == 2  # b moves its own marker
     with pytest.raises(PermanentSharedLogError, match="denied"):
         drain(as_b, a, user_id="alice")  # a's marker is not b's to move
     with pytest.raises(PermanentSharedLogError, match="denied"):
-        as_b.write_entries(make_entries(a, 5, 1), user_id="alice", device_id=a)  # nor a's batches
-    as_b.write_entries(make_entries(b, 5, 1), user_id="alice", device_id=b)
+        as_b.write_batches([alice_batch(a, 5, 1)], user_id="alice", device_id=a)  # nor a's batches
+    as_b.write_batches([alice_batch(b, 5, 1)], user_id="alice", device_id=b)
+
+
+def test_denied_invalid_token_and_invalid_argument_each_get_their_own_hint(
+    as_user: Callable[..., Any], firestore_client: Any, firestore_project: str
+) -> None:
+    """A refusal by the rules, a token that is not a JWT, and a request over Firestore's limits used to share
+    the hint "a document or request over Firestore's limits is a bug in packing"."""
+    from storex_sync_firestore.shared_log.firestore import translate_errors
+
+    hints: dict[str, str | None] = {}
+    with pytest.raises(PermanentSharedLogError) as denied_error:
+        FirestoreSharedLog(as_user("bob"), retry=None).create_device_id(user_id="alice")
+    hints["denied"] = denied_error.value.hint
+    garbage = end_user_client(project=firestore_project, token="not-a-jwt")
+    with pytest.raises(PermanentSharedLogError, match="ID token") as token_error:
+        FirestoreSharedLog(garbage, retry=None).create_device_id(user_id="alice")
+    hints["token"] = token_error.value.hint
+    garbage.close()
+    with pytest.raises(PermanentSharedLogError) as limit_error, translate_errors("writing a document"):
+        firestore_client.document("c/d").set({"x": "a" * 1_100_000}, retry=None)
+    hints["limit"] = limit_error.value.hint
+    # The emulator refuses to load rules that do not compile (the start fails on them: test_emulator), so
+    # the message it gives requests under such rules is passed through the translation as it arrives.
+    compiling = gexc.InvalidArgument("Error compiling rules:\nL4:52 Unexpected '='.")
+    with pytest.raises(PermanentSharedLogError, match="do not compile") as rules_error, translate_errors("x"):
+        raise compiling
+    hints["rules"] = rules_error.value.hint
+
+    assert "firestore.rules" in str(hints["denied"]) and "sign in" in str(hints["denied"])
+    assert "emulator_id_token" in str(hints["token"])
+    assert "packing" in str(hints["limit"])
+    assert "line:column" in str(hints["rules"])
+    assert len(set(hints.values())) == 4

@@ -11,7 +11,7 @@ import pytest
 
 from storex_sync_firestore.shared_log import firestore_layout as layout
 from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
-from storex_sync_firestore.testing.conformance import SharedSyncLogConformance, drain, keys, make_entries
+from storex_sync_firestore.testing.conformance import SharedSyncLogConformance, drain, keys, make_batch, write
 
 
 class TestFirestoreConformance(SharedSyncLogConformance):
@@ -35,9 +35,9 @@ USER = "u"
 
 def inject(client: Any, log: FirestoreSharedLog, device: str, hlc: int, shared_on: Any, doc_id: str) -> None:
     """Write a batch as a commit that was in flight during the reader's query would appear afterwards."""
-    packed = layout.pack(make_entries(device, hlc, 1), device)[0]
+    batch = make_batch(device, hlc, 1, user_id=USER)
     client.collection(log.root, USER, layout.BATCHES).document(doc_id).create(
-        packed.fields(device, shared_on)
+        {**batch.fields, layout.F_SHARED_ON: shared_on}
     )
 
 
@@ -47,7 +47,7 @@ def test_late_batches_with_equal_or_earlier_timestamps_are_delivered_once(
 ) -> None:
     log = FirestoreSharedLog(firestore_client, settle_time=settle)
     a, reader = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
-    log.write_entries(make_entries(a, 100, 1), user_id=USER, device_id=a)
+    write(log, make_batch(a, 100, 1, user_id=USER), user_id=USER)
     first = drain(log, reader, user_id=USER)
     assert keys(first) == [(a, 100)]
     shown = next(iter(firestore_client.collection(log.root, USER, layout.BATCHES).stream()))
@@ -64,10 +64,10 @@ def test_late_batches_between_pages_of_one_read(firestore_client: Any) -> None:
     log = FirestoreSharedLog(firestore_client, settle_time=timedelta(seconds=30), page_docs=2)
     a, reader = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
     for i in range(6):
-        log.write_entries(make_entries(a, 10 * i + 10, 1), user_id=USER, device_id=a)
+        write(log, make_batch(a, 10 * i + 10, 1, user_id=USER), user_id=USER)
     got = []
-    update = log.get_unsynced_entries(user_id=USER, device_id=reader, batch_size=1)
-    got += update.entries
+    update = log.get_unsynced_batches(user_id=USER, device_id=reader, batch_size=1)
+    got += update.batches
     log.mark_as_seen(update, user_id=USER, device_id=reader)
     ts = next(iter(firestore_client.collection(log.root, USER, layout.BATCHES).stream())).get(
         layout.F_SHARED_ON
@@ -82,14 +82,14 @@ def test_shared_until_is_stored_and_honoured(firestore_client: Any) -> None:
     """Regression for the original's flaw 1: create_device_id(shared_until=...) was ignored."""
     log = FirestoreSharedLog(firestore_client)
     a = log.create_device_id(user_id=USER)
-    log.write_entries(make_entries(a, 1, 3), user_id=USER, device_id=a)
+    write(log, make_batch(a, 1, 3, user_id=USER), user_id=USER)
     cutoff = datetime.now(UTC) + timedelta(milliseconds=5)
     late = log.create_device_id(user_id=USER, shared_until=cutoff)
     info = log.get_device_info(user_id=USER, device_id=late)
     assert info is not None and info.shared_until == cutoff
     while datetime.now(UTC) <= cutoff:
         time.sleep(0.001)
-    log.write_entries(make_entries(a, 10, 1), user_id=USER, device_id=a)
+    write(log, make_batch(a, 10, 1, user_id=USER), user_id=USER)
     assert keys(drain(log, late, user_id=USER)) == [(a, 10)]
 
 
@@ -97,7 +97,7 @@ def test_without_a_settle_time_late_batches_would_be_skipped(firestore_client: A
     """The settle time is what saves the cases above: a naive "last sharedOn" marker loses them."""
     log = FirestoreSharedLog(firestore_client, settle_time=timedelta(0))
     a, reader = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
-    log.write_entries(make_entries(a, 100, 1), user_id=USER, device_id=a)
+    write(log, make_batch(a, 100, 1, user_id=USER), user_id=USER)
     drain(log, reader, user_id=USER)
     ts = next(iter(firestore_client.collection(log.root, USER, layout.BATCHES).stream())).get(
         layout.F_SHARED_ON
@@ -111,7 +111,7 @@ def test_a_firebase_admin_client_works(firestore_project: str) -> None:
 
     log = FirestoreSharedLog(client_from_firebase_admin(project=firestore_project))
     a, b = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
-    log.write_entries(make_entries(a, 1, 2), user_id=USER, device_id=a)
+    write(log, make_batch(a, 1, 2, user_id=USER), user_id=USER)
     assert keys(drain(log, b, user_id=USER)) == [(a, 1), (a, 2)]
 
 
@@ -121,12 +121,12 @@ def test_paging_a_backlog_keeps_the_marker_small(firestore_client: Any) -> None:
     log = FirestoreSharedLog(firestore_client, settle_time=timedelta(0), page_docs=4)
     a, reader = log.create_device_id(user_id=USER), log.create_device_id(user_id=USER)
     for i in range(40):
-        log.write_entries(make_entries(a, 1000 + i, 1), user_id=USER, device_id=a)
+        write(log, make_batch(a, 1000 + i, 1, user_id=USER), user_id=USER)
     time.sleep(0.5)  # everything is older than the (zero) settle time
     got, seen_sizes = [], []
     for _ in range(100):
-        update = log.get_unsynced_entries(user_id=USER, device_id=reader, batch_size=1000)
-        got += update.entries
+        update = log.get_unsynced_batches(user_id=USER, device_id=reader, batch_size=1000)
+        got += update.batches
         log.mark_as_seen(update, user_id=USER, device_id=reader)
         device = firestore_client.document(*layout.device_path(log.root, USER, reader)).get().to_dict()
         seen_sizes.append(len(device[layout.F_MARKER_SEEN]))

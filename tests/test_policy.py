@@ -3,12 +3,12 @@ and the rules a table cannot follow."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from storex_sync_firestore import ColumnInfo, ConfigurationError, InvalidEntryError, LogEntry, TableInfo
+from storex_sync_firestore.clock import HybridLogicalClock
 from storex_sync_firestore.policy import (
     RULES_TABLE,
     check_rules,
@@ -20,6 +20,7 @@ from storex_sync_firestore.policy import (
 from storex_sync_firestore.shared_log.base import SharedSyncLog
 
 from .conftest import DeviceFactory
+from .forge import Writer
 
 
 def declared(device: str, hlc: int, op: str, rule: str, dropped: list[str] | None = None) -> LogEntry:
@@ -61,12 +62,9 @@ def test_a_malformed_declaration_is_refused(value: dict[str, Any]) -> None:
 def test_a_malformed_declaration_from_the_log_is_set_aside(
     make_devices: DeviceFactory, memory_log: SharedSyncLog
 ) -> None:
-    from storex_sync_firestore import SharedEntry
-
     (b,) = make_devices(1)
-    writer = memory_log.create_device_id(user_id="alice")
-    bad = json.dumps({"op": "create", "table": RULES_TABLE, "pk": ["notes"], "value": {"on_conflict": 5}})
-    memory_log.write_entries([SharedEntry(writer, 1 << 40, bad)], user_id="alice", device_id=writer)
+    bad = {"op": "create", "table": RULES_TABLE, "pk": ["notes"], "value": {"on_conflict": 5}}
+    Writer.register(memory_log, "alice").upload([bad], hlcs=[HybridLogicalClock().stamp()])
     assert b.sync().set_aside == 1
     assert "malformed rules declaration" in b.query("SELECT reason FROM _sync_quarantine")[0][0]
 

@@ -11,17 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storex_sync_firestore import JsonSerializer, MemorySharedLog, SharedEntry
+from storex_sync_firestore import JsonSerializer, MemorySharedLog
 from storex_sync_firestore.shared_log.base import SharedSyncLog
-from storex_sync_firestore.testing.conformance import drain
 
 from .conftest import Device, DeviceFactory, assert_converged, sync_all
-
-
-def all_shared_entries(log: MemorySharedLog, user_id: str = "alice") -> list[SharedEntry]:
-    """Every entry ever uploaded, read by a fresh observer device."""
-    observer = log.create_device_id(user_id=user_id)
-    return drain(log, observer)
+from .forge import observed
 
 
 def test_three_devices_converge_after_interleaved_edits(
@@ -87,12 +81,12 @@ action = st.one_of(
 )
 
 
-def replay_model(entries: list[SharedEntry]) -> dict[str, dict[str, Any]]:
+def replay_model(entries: list[tuple[str, int, str]]) -> dict[str, dict[str, Any]]:
     """Independent model: replay every entry in (clock, device) order; creates are full rows."""
     rows: dict[str, dict[str, Any]] = {}
     serializer = JsonSerializer()
-    for e in sorted(entries, key=lambda e: (e.hlc, e.device_id)):
-        payload = serializer.loads(e.data)
+    for _device, _hlc, text in sorted(entries, key=lambda e: (e[1], e[0])):
+        payload = serializer.loads(text)
         key = json.dumps(payload["pk"])
         if payload["op"] == "create":
             rows[key] = dict(payload["value"])
@@ -129,7 +123,7 @@ def test_random_histories_converge_to_the_lww_model(
                 d.sql("INSERT INTO notes VALUES (?, ?, ?, 0)", key, f"t{value}", f"b{value}")
         sync_all([devices[i] for i in final_order])
         state = assert_converged(devices)["notes"]
-        model = replay_model(all_shared_entries(log))
+        model = replay_model(observed(log))
         expected = sorted((json.loads(k)[0], v["title"], v["body"], v["rank"]) for k, v in model.items())
         assert state == expected
     finally:
@@ -144,7 +138,7 @@ CRASH_POINTS = [
     "storex_sync_firestore.sync.client_log.insert_received",  # fetched, nothing stored
     "storex_sync_firestore.shared_log.memory.MemorySharedLog.mark_as_seen",  # stored, marker not moved
     "storex_sync_firestore.sync.client_log.plan_upload",  # before an upload is planned
-    "storex_sync_firestore.shared_log.memory.MemorySharedLog.write_entries",  # planned, not sent
+    "storex_sync_firestore.shared_log.memory.MemorySharedLog.write_batches",  # planned, not sent
     "storex_sync_firestore.sync.client_log.mark_shared",  # the log accepted the batch, not marked shared
     "storex_sync_firestore.constraints.apply_operations",  # during apply
     "storex_sync_firestore.sync.client_log.mark_integrated",  # applied, not marked integrated
@@ -204,7 +198,7 @@ def test_crash_between_steps_loses_and_duplicates_nothing(
     state = assert_converged([a, b])
     assert state["notes"] == [("n1", "edited on b", "x", 1), ("n2", "b", "edited on a", 2)]
     assert state["tags"] == [("n1", "work", "green")]
-    uploaded = Counter((e.device_id, e.hlc) for e in all_shared_entries(memory_log))
+    uploaded = Counter((device, hlc) for device, hlc, _text in observed(memory_log))
     assert uploaded and max(uploaded.values()) == 1, "an entry was uploaded twice"
     for device in (a, b):
         assert device.query(

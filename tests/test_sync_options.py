@@ -2,35 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from storex_sync_firestore import (
-    HybridLogicalClock,
     JsonSerializer,
     LastWriteWins,
     LogEntry,
     MemorySharedLog,
-    SharedEntry,
+    StoredBatch,
     SyncEvents,
     WriteResult,
 )
 
 from .conftest import DeviceFactory, assert_converged, sync_all
+from .forge import Writer, observed
 
 
 def foreign(log: MemorySharedLog, payloads: Sequence[Any], user_id: str = "alice") -> str:
     """Upload raw entries from another device; a payload that is a str is sent as is."""
-    device = log.create_device_id(user_id=user_id)
-    clock = HybridLogicalClock()
-    entries = [
-        SharedEntry(device, clock.stamp(), p if isinstance(p, str) else json.dumps(p)) for p in payloads
-    ]
-    log.write_entries(entries, user_id=user_id, device_id=device)
-    return device
+    return Writer.register(log, user_id).upload(payloads).fields["deviceId"]  # type: ignore[no-any-return]
 
 
 def test_stages_can_be_switched_off(make_devices: DeviceFactory) -> None:
@@ -131,9 +124,8 @@ def test_serializer_and_hooks(make_devices: DeviceFactory, memory_log: MemorySha
 
     summary = a.sync(serializer=ReversingSerializer(), pre_send=pre_send)
     assert (summary.sent, summary.withheld) == (1, 1)
-    observer = memory_log.create_device_id(user_id="alice")
-    [raw] = memory_log.get_unsynced_entries(user_id="alice", device_id=observer).entries
-    assert raw.data.startswith("}")
+    [(_device, _hlc, text)] = observed(memory_log)
+    assert text.startswith("}")
     b.sync(serializer=ReversingSerializer(), post_receive=post_receive)
     assert b.rows("notes") == [("n1", "PUBLIC", None, 1)]
     assert a.sync().sent == 0  # the withheld entry stays withheld
@@ -149,30 +141,41 @@ def test_post_receive_drop_is_set_aside_not_lost(make_devices: DeviceFactory) ->
 
 
 class RecordingLog(MemorySharedLog):
-    """The memory log, remembering the UTF-8 size of every write and refusing big entries."""
+    """The memory log, remembering the stored payload size of every write, with small documents."""
 
     max_batch_bytes = 2_000
-    max_entry_bytes = 1_000
 
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[int] = []
 
-    def write_entries(self, entries: Sequence[SharedEntry], *, user_id: str, device_id: str) -> WriteResult:
-        self.writes.append(sum(len(x.data.encode("utf-8")) + 48 for x in entries))
-        return super().write_entries(entries, user_id=user_id, device_id=device_id)
+    def write_batches(self, batches: Sequence[StoredBatch], *, user_id: str, device_id: str) -> WriteResult:
+        self.writes.extend(len(b.fields["p"]) for b in batches)
+        return super().write_batches(batches, user_id=user_id, device_id=device_id)
 
 
-def test_byte_limit_counts_utf8_and_oversized_entries_do_not_wedge(make_devices: DeviceFactory) -> None:
+def noise(n: int, seed: int) -> str:
+    """``n`` characters that do not compress (so sizes are what a test says they are)."""
+    import base64
+    import random
+
+    return base64.b64encode(random.Random(seed).randbytes(n)).decode()[:n]
+
+
+def test_byte_limit_counts_stored_bytes_and_oversized_entries_do_not_wedge(
+    make_devices: DeviceFactory,
+) -> None:
     log = RecordingLog()
     a, b = make_devices(2, log=log)
     a.sql("INSERT INTO notes VALUES ('first', ?, NULL, 1)", "é" * 100)  # 200 bytes, 100 characters
-    a.sql("INSERT INTO notes VALUES ('huge', ?, NULL, 2)", "x" * 5_000)  # flaw 3.12: too big for a document
+    a.sql(
+        "INSERT INTO notes VALUES ('huge', ?, NULL, 2)", noise(5_000, 1)
+    )  # flaw 3.12: too big for a document
     for i in range(20):
-        a.sql("INSERT INTO notes VALUES (?, ?, NULL, 3)", f"later{i}", "€" * 60)
+        a.sql("INSERT INTO notes VALUES (?, ?, NULL, 3)", f"later{i}", noise(300, i))
     summary = a.sync()
     assert summary.set_aside == 1 and summary.sent == 21
-    assert max(log.writes) <= 2_000 and len(log.writes) > 3  # flaw 3.11: real bytes, not characters
+    assert max(log.writes) <= 2_000 and len(log.writes) > 3  # flaw 3.11: real stored bytes
     [(reason,)] = a.query("SELECT reason FROM _sync_quarantine WHERE direction = 'outgoing'")
     assert "notes key ['huge']" in reason
     b.sync()
@@ -184,8 +187,7 @@ def test_entries_are_shared_in_clock_order(make_devices: DeviceFactory, memory_l
     for i in range(7):
         a.sql("INSERT INTO notes VALUES (?, 't', NULL, ?)", f"n{i}", i)
     a.sync(upload_batch_size=3)  # flaw 3.13: a limit without order marked unsent entries as shared
-    observer = memory_log.create_device_id(user_id="alice")
-    hlcs = [x.hlc for x in memory_log.get_unsynced_entries(user_id="alice", device_id=observer).entries]
+    hlcs = [hlc for _device, hlc, _text in observed(memory_log)]
     assert len(hlcs) == 7 and hlcs == sorted(hlcs)
 
 
@@ -284,10 +286,8 @@ def test_cleanup_keeps_tombstones(make_devices: DeviceFactory, memory_log: Memor
         assert d.rows("notes") == []
         assert d.query("SELECT op FROM _sync_log WHERE pk = '[\"n\"]'") == [("delete",)]
     # Re-deliver the original create and edits (flaw 3.6 / 3.9): the object must stay deleted.
-    observer = memory_log.create_device_id(user_id="alice")
-    everything = memory_log.get_unsynced_entries(user_id="alice", device_id=observer).entries
-    replay = [x for x in everything if x.device_id == a.device_id]
-    memory_log.write_entries(replay[:-1], user_id="alice", device_id=a.device_id)
+    replay = [(hlc, text) for device, hlc, text in observed(memory_log) if device == a.device_id]
+    Writer.of(a.db, memory_log).upload([t for _, t in replay[:-1]], [h for h, _ in replay[:-1]])
     b.app.execute("DELETE FROM _sync_log WHERE device_id = ?", (a.device_id,))
     sync_all([b])
     assert b.rows("notes") == []
@@ -356,16 +356,17 @@ def test_entries_with_broken_identity_are_set_aside(
     make_devices: DeviceFactory, memory_log: MemorySharedLog
 ) -> None:
     (b,) = make_devices(1)
-    writer = memory_log.create_device_id(user_id="alice")
-    payload = json.dumps({"op": "create", "table": "notes", "pk": ["x"], "value": {"title": "t"}})
-    broken = [
-        SharedEntry(writer, "12", payload),
-        SharedEntry(writer, -5, payload),
-        SharedEntry(writer, True, payload),
-    ]
-    memory_log.write_entries(broken, user_id="alice", device_id=writer)  # type: ignore[arg-type]
+    writer = Writer.register(memory_log)
+    good = writer.batch([{"op": "create", "table": "notes", "pk": ["x"], "value": {"title": "t"}}])
+    broken = [{"firstHlc": "12"}, {"lastHlc": -5}, {"count": True}, {"deviceId": 7}, {"v": 3}]
+    batches = [StoredBatch(good.batch_id, {**good.fields, **change}) for change in broken]
+    memory_log.write_batches(batches[:1], user_id="alice", device_id=writer.device_id)
+    for i, batch in enumerate(batches[1:]):  # distinct ids, or the log would keep only the first
+        memory_log.write_batches(
+            [StoredBatch(f"{batch.batch_id}{i}", batch.fields)], user_id="alice", device_id="x"
+        )
     summary = b.sync()
-    assert summary.set_aside == 3 and b.rows("notes") == []
+    assert summary.set_aside == len(broken) and b.rows("notes") == []
 
 
 def test_entries_set_aside_for_a_missing_column_come_back_after_the_migration(
@@ -393,15 +394,22 @@ def test_entries_set_aside_for_a_missing_column_come_back_after_the_migration(
     assert old.rows("t") == [("x", "a1", "b1")]
 
 
-def test_a_planned_batch_that_pre_send_now_drops_does_not_loop(
+def test_a_planned_batch_is_resumed_exactly_as_planned(
     make_devices: DeviceFactory, memory_log: MemorySharedLog, mocker: Any
 ) -> None:
+    """Hooks run when a batch is planned; a resumed batch is the same bytes, not planned again."""
     (a,) = make_devices(1)
     a.sql("INSERT INTO notes VALUES ('n', 't', NULL, 1)")
-    mocker.patch.object(MemorySharedLog, "write_entries", side_effect=RuntimeError("network down"))
+    mocker.patch.object(MemorySharedLog, "write_batches", side_effect=RuntimeError("network down"))
     with pytest.raises(RuntimeError):
         a.sync()
+    [(planned,)] = a.query("SELECT batch_id FROM _sync_outbox")
     mocker.stopall()
-    summary = a.sync(pre_send=lambda entry: None)  # the batch planned before the crash is resumed
-    assert summary.sent == 0
+    summary = a.sync(pre_send=lambda entry: None)  # the hook would drop it now: too late, it was planned
+    assert summary.sent == 1 and summary.withheld == 0
+    assert [
+        b.batch_id for b in memory_log.get_unsynced_batches(user_id="alice", device_id=a.device_id).batches
+    ] == [planned]
     assert a.query("SELECT count(*) FROM _sync_log WHERE shared_on = 0") == [(0,)]
+    assert a.query("SELECT count(*) FROM _sync_outbox") == [(0,)]
+    assert a.sync().sent == 0

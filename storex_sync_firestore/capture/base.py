@@ -9,7 +9,6 @@ package speaks only to this interface, so SQLite and PostgreSQL sit side by side
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,7 +17,8 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, text
 
-from ..codec import dumps
+from ..codec import dumps, loads
+from ..models import Json
 
 ValueKind = Literal[
     "any",
@@ -40,15 +40,21 @@ CAPTURE_TABLE = "_sync_capture"
 STATE_TABLE = "_sync_state"
 TABLES_TABLE = "_sync_tables"
 QUARANTINE_TABLE = "_sync_quarantine"
+OUTBOX_TABLE = "_sync_outbox"
 RESOLUTIONS_TABLE = "_sync_resolutions"
-SYNC_TABLES = (LOG_TABLE, CAPTURE_TABLE, STATE_TABLE, TABLES_TABLE, QUARANTINE_TABLE, RESOLUTIONS_TABLE)
+SYNC_TABLES = (
+    LOG_TABLE, CAPTURE_TABLE, STATE_TABLE, TABLES_TABLE, QUARANTINE_TABLE, OUTBOX_TABLE, RESOLUTIONS_TABLE
+)  # fmt: skip
+SYNC_SCHEMA_VERSION = 3
+"""Bumped when a sync table is added or changed; databases set up by older versions are brought up to
+date (idempotently) at the start of the next sync."""
 
 
-def sync_tables_ddl(*, serial: str, bigint: str, key_text: str) -> list[str]:
+def sync_tables_ddl(*, serial: str, bigint: str, key_text: str, blob: str) -> list[str]:
     """The sync tables every dialect shares (the capture table is each dialect's own), as statements.
 
     ``serial`` is the auto-numbered primary key, ``bigint`` a 64-bit integer, ``key_text`` the type of the
-    columns ``(tbl, pk)`` that cleanup and reconciliation group and compare by.
+    columns ``(tbl, pk)`` that cleanup and reconciliation group and compare by, ``blob`` a byte string.
     """
     return [
         f"""CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
@@ -81,12 +87,22 @@ def sync_tables_ddl(*, serial: str, bigint: str, key_text: str) -> list[str]:
             created_ms {bigint} NOT NULL,
             replayable INTEGER NOT NULL DEFAULT 0
         )""",
+        # Batches planned for upload, exactly as they will be sent (signed, compressed): a resumed upload
+        # sends these bytes again, so it is the same document under the same id on every backend.
+        f"""CREATE TABLE IF NOT EXISTS {OUTBOX_TABLE} (
+            seq {serial},
+            batch_id TEXT NOT NULL UNIQUE,
+            first_hlc {bigint} NOT NULL,
+            last_hlc {bigint} NOT NULL,
+            header TEXT NOT NULL,
+            payload {blob} NOT NULL
+        )""",
         resolutions_ddl(serial=serial, bigint=bigint),
     ]
 
 
 def resolutions_ddl(*, serial: str, bigint: str) -> str:
-    """The record of constraint resolutions, for ``status`` (created on demand in older databases)."""
+    """The record of constraint resolutions, for ``status``."""
     return f"""CREATE TABLE IF NOT EXISTS {RESOLUTIONS_TABLE} (
             id {serial},
             created_ms {bigint} NOT NULL,
@@ -215,6 +231,11 @@ class Captured:
     wall_ms: int
 
 
+def _canonical(text: str) -> str:
+    """JSON text as the one encoder writes it: what is logged is the bytes every device will compare."""
+    return dumps(loads(text))
+
+
 def quote(identifier: str) -> str:
     """Quote an SQL identifier (both dialects use double quotes, doubled inside)."""
     return '"' + identifier.replace('"', '""') + '"'
@@ -265,9 +286,14 @@ class CaptureDialect(ABC):
     def schema_token(self, conn: Connection) -> str:
         """A cheap value that changes whenever the schema of this database may have changed."""
 
+    def key_columns(self, table: TableInfo, alias: str) -> list[str]:
+        """SQL expressions reading the key of row ``alias`` of ``table``, for :meth:`key_from_row`."""
+        return [f"{alias}.{quote(c)}" for c in table.pk]
+
     @abstractmethod
-    def key_json_sql(self, table: TableInfo, alias: str) -> str:
-        """SQL giving the wire-encoded key (a JSON array, as text) of row ``alias`` of ``table``."""
+    def key_from_row(self, table: TableInfo, values: Sequence[Any]) -> str:
+        """The key as the client log stores it (wire-encoded JSON text, the way capture encodes it) of a
+        row whose key was read with :meth:`key_columns`."""
 
     @abstractmethod
     def log_new_column_values(self, conn: Connection, table: TableInfo, columns: Sequence[str]) -> int:
@@ -300,7 +326,12 @@ class CaptureDialect(ABC):
             {"after": after, "limit": limit},
         ).all()
         # Keys are compared as text across devices and dialects: store them canonical.
-        captured = [Captured(int(r[0]), r[1], dumps(json.loads(r[2])), r[3], r[4], int(r[5])) for r in rows]
+        captured = [
+            Captured(
+                int(r[0]), r[1], _canonical(r[2]), r[3], None if r[4] is None else _canonical(r[4]), int(r[5])
+            )
+            for r in rows
+        ]
         return [c.seq for c in captured], captured
 
     def forget_captured(self, conn: Connection, seqs: Sequence[int]) -> None:
@@ -334,6 +365,14 @@ class CaptureDialect(ABC):
     def check_constraints_immediately(self, conn: Connection) -> None:  # noqa: B027 - optional hook
         """Make deferred constraints checked at each statement for the rest of the transaction, so that a
         row the schema refuses is refused while it can still be set aside (default: nothing to do)."""
+
+    @abstractmethod
+    def canonical_key(self, column: ColumnInfo, value: Json) -> Json:
+        """A received key value in the wire form this database's own capture gives the row it names.
+
+        Two entries for one row must be one object in the client log, whatever JSON type a key arrived
+        in. Raise ``ValueError`` (or ``InvalidEntryError``) when ``column`` cannot hold the value.
+        """
 
     def lock_rows(  # noqa: B027 - optional hook: most dialects have nothing to lock
         self, conn: Connection, table: TableInfo, pks: Sequence[Sequence[Any]]

@@ -2,7 +2,8 @@
 
 Whoever writes (the application, ``psql``, a migration) is captured, in the same transaction, so a
 rolled-back change is never logged and a committed one always is. Values are encoded in SQL into the
-codec's wire form, which is what lets a PostgreSQL database and a SQLite file sync with each other.
+codec's wire form, exactly and whatever the writer's session settings, which is what lets a PostgreSQL
+database and a SQLite file sync with each other.
 
 Silencing is per transaction: the sync transaction sets ``storex_sync.applying`` with ``set_config(...,
 true)`` (transaction-local), and the triggers skip while it is ``on``. Other sessions writing at the same
@@ -19,19 +20,22 @@ from __future__ import annotations
 import functools
 import math
 import re
+import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from ..codec import JsonScalar, decode_value
+from ..codec import DECIMAL_TEXT, JsonText, TimeText, decode_value, dumps, loads, parse_date, parse_datetime
 from ..errors import InvalidEntryError, UnsuitableTableError
+from ..models import Json
 from . import postgres_sql as sql
 from .base import (
     SYNC_TABLES,
@@ -53,9 +57,8 @@ LOCK_PATIENCE_S = 2.0
 LOCK_NOT_AVAILABLE = "55P03"
 
 _INT_BITS = {"smallint": 16, "integer": 32, "bigint": 64}
-_FLOAT4_MAX = 3.4028234663852886e38
 _NUMERIC_TYPMOD = re.compile(r"numeric\((\d+)(?:,(-?\d+))?\)")
-_DECIMAL_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?(NaN|Infinity)")
+_OFFSET = re.compile(r"([+-]\d\d(:\d\d)*|Z)( BC)?$")
 _NOT_SYNCABLE = re.compile(r"^(_sync_|pg_)")
 
 
@@ -70,7 +73,7 @@ class PostgresCapture(CaptureDialect):
     def create_sync_tables(self, conn: Connection) -> None:
         conn.exec_driver_sql(sql.CAPTURE_DDL)
         for statement in sync_tables_ddl(
-            serial="BIGSERIAL PRIMARY KEY", bigint="BIGINT", key_text=sql.KEY_TEXT
+            serial="BIGSERIAL PRIMARY KEY", bigint="BIGINT", key_text=sql.KEY_TEXT, blob="BYTEA"
         ):
             conn.exec_driver_sql(statement)
 
@@ -93,6 +96,7 @@ class PostgresCapture(CaptureDialect):
             if in_pk:
                 keyed.append((int(position), col))
                 _refuse_generated_key(name, col, str(type_), identity, default)
+                _refuse_inexact_key(name, col, str(type_), str(base))
             if generated:
                 continue  # computed by each database from the other columns; never written by sync
             columns.append(ColumnInfo(col, str(type_), sql.KINDS.get(str(base), "any"), not notnull))
@@ -131,8 +135,11 @@ class PostgresCapture(CaptureDialect):
     def schema_token(self, conn: Connection) -> str:
         return str(conn.execute(text(sql.SCHEMA_TOKEN_SQL)).scalar())
 
-    def key_json_sql(self, table: TableInfo, alias: str) -> str:
-        return sql.pk_sql(table, alias)
+    def key_columns(self, table: TableInfo, alias: str) -> list[str]:
+        return [sql.pk_sql(table, alias)]  # encoded in SQL, exactly as the trigger encodes it
+
+    def key_from_row(self, table: TableInfo, values: Sequence[Any]) -> str:
+        return dumps(loads(str(values[0])))
 
     def log_new_column_values(self, conn: Connection, table: TableInfo, columns: Sequence[str]) -> int:
         defaults: dict[str, str | None] = dict(
@@ -159,6 +166,8 @@ class PostgresCapture(CaptureDialect):
             )
 
     def capture_existing_rows(self, conn: Connection, table: TableInfo) -> None:
+        for name, value in sql.settings(table):  # as the trigger function pins them, for this transaction
+            conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
         conn.exec_driver_sql(sql.existing_rows_sql(table, self._schema(conn)))
 
     def read_captured(
@@ -228,6 +237,17 @@ class PostgresCapture(CaptureDialect):
         convert = _CONVERTERS.get(column.kind, _to_any)
         return convert(column, value)
 
+    def canonical_key(self, column: ColumnInfo, value: Json) -> Json:
+        """The key as the trigger encodes the stored row's key: by the column's type.
+
+        A key the column would store differently (``"1.5"`` in a ``numeric(10,2)``: ``1.50``; an offset
+        other than UTC) is rewritten to the stored form; one it cannot hold raises ``ValueError``.
+        """
+        converted = self.to_db(column, decode_value(value))
+        if converted is None:
+            raise ValueError("a primary key value cannot be null")
+        return _KEY_FORMS[column.kind](column, converted)
+
 
 _ON_DELETE: dict[str, OnDelete] = {"c": "cascade", "n": "set null", "d": "set default", "r": "restrict"}
 
@@ -242,6 +262,30 @@ def _refuse_generated_key(table: str, column: str, type_: str, identity: str, de
             "and each sync would overwrite one with the other, silently corrupting data",
             hint="use a globally unique key: a uuid column with DEFAULT gen_random_uuid(), or a text/uuid "
             "key filled by storex_sync_firestore.uuid7() in the application",
+        )
+
+
+_EXACT_KEY_KINDS = frozenset(
+    {"bool", "int", "float", "decimal", "text", "bytes", "date", "datetime", "datetime_tz", "uuid"}
+)
+
+
+def _refuse_inexact_key(table: str, column: str, type_: str, base: str) -> None:
+    """Refuse key types whose equal values print differently, so one row would be several log objects."""
+    why = None
+    kind = sql.KINDS.get(base, "any")
+    if kind not in _EXACT_KEY_KINDS:
+        why = "its values have no single canonical text that every database agrees on"
+    elif base == "citext":
+        why = "'ABC' and 'abc' are one key to citext but two different values everywhere else"
+    elif base == "float4":
+        why = "a real rounds what it is given, so many different values name one row"
+    elif base == "numeric" and not _NUMERIC_TYPMOD.fullmatch(type_):
+        why = "an unconstrained numeric keeps each value's own scale, so 1.5 and 1.50 are one row"
+    if why:
+        raise UnsuitableTableError(
+            f"table {table!r} has a primary key column {column!r} of type {type_}: {why}",
+            hint="use a text, uuid, integer, numeric(p,s), double precision, date or timestamp key",
         )
 
 
@@ -293,13 +337,18 @@ def _to_float(column: ColumnInfo, value: Any) -> Any:
     result = float(value)
     if isinstance(value, int) and int(result) != value:
         raise _refuse(column, value, "a float would round this integer")
-    if column.type == "real" and math.isfinite(result) and abs(result) > _FLOAT4_MAX:
+    if column.type == "real" and math.isfinite(result) and math.isinf(_as_float4(result)):
         raise _refuse(column, value, "out of range for real")
     return result
 
 
+def _as_float4(value: float) -> float:
+    """The nearest float4, as PostgreSQL rounds a float8 into a real column (inf when it overflows)."""
+    return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
 def _to_decimal(column: ColumnInfo, value: Any) -> Any:
-    if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value):
+    if isinstance(value, str) and DECIMAL_TEXT.fullmatch(value):
         value = Decimal(value)
     elif isinstance(value, float):
         value = Decimal(repr(value)) if math.isfinite(value) else Decimal(str(value))
@@ -335,17 +384,19 @@ def _to_bytes(column: ColumnInfo, value: Any) -> Any:
     return bytes(value)
 
 
-def _parse_time(column: ColumnInfo, value: Any, parse: Any) -> Any:
+def _parse_time(column: ColumnInfo, value: Any, parse: Callable[[str], Any]) -> Any:
     if isinstance(value, str):
         try:
             return parse(value)
-        except ValueError:
-            raise _refuse(column, value, "not an ISO-8601 date/time") from None
+        except ValueError as exc:
+            raise _refuse(column, value, f"not an ISO-8601 date/time ({exc})") from None
     return value
 
 
 def _to_date(column: ColumnInfo, value: Any) -> Any:
-    value = _parse_time(column, value, date.fromisoformat)
+    value = _parse_time(column, value, parse_date)
+    if isinstance(value, TimeText) and value.tag == "$date":
+        return value.text  # infinity, BC: PostgreSQL reads its own ISO text exactly
     if isinstance(value, datetime) or not isinstance(value, date):
         raise _refuse(column, value, "not a date")
     return value
@@ -353,7 +404,12 @@ def _to_date(column: ColumnInfo, value: Any) -> Any:
 
 def _to_timestamp(column: ColumnInfo, value: Any, *, aware: bool) -> Any:
     """A timestamp for a column with (``aware``) or without time zone; never shifted to fit."""
-    value = _parse_time(column, value, datetime.fromisoformat)
+    value = _parse_time(column, value, parse_datetime)
+    if isinstance(value, TimeText):
+        offset = _OFFSET.search(value.text) is not None
+        if value.text.lstrip("-") != "infinity" and offset != aware:
+            raise _refuse(column, value.text, "its time zone does not match the column's")
+        return value.text
     if not isinstance(value, datetime):
         raise _refuse(column, value, "not a timestamp")
     if aware and value.tzinfo is None:
@@ -377,24 +433,30 @@ def _to_uuid(column: ColumnInfo, value: Any) -> Any:
     raise _refuse(column, value, "not a UUID")
 
 
-def _to_json(column: ColumnInfo, value: Any) -> Any:
-    import json
+def _verbatim(text: str) -> str:
+    return text
 
+
+def _to_json(column: ColumnInfo, value: Any) -> Any:
+    """A document's text goes to PostgreSQL as it is (it parses and checks it): re-serializing a parsed
+    value would round ``1.10`` to ``1.1``. A number or boolean from SQLite is that JSON scalar."""
     from psycopg.types.json import Json, Jsonb
 
-    wrap = Json if column.type == "json" else Jsonb
-    if isinstance(value, JsonScalar):
-        return wrap(value.value)
-    if isinstance(value, dict | list) or (isinstance(value, int | float) and math.isfinite(value)):
-        return wrap(value)
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict | list):
-            return wrap(parsed)  # JSON text from a plain TEXT column
-    raise _refuse(column, value, "not a JSON document")
+    if isinstance(value, JsonText):
+        document = value.text
+    elif isinstance(value, str):
+        document = value  # JSON text from a SQLite column
+    elif isinstance(value, bool) or (isinstance(value, int | float) and math.isfinite(value)):
+        document = dumps(value)
+    else:
+        raise _refuse(column, value, "not a JSON document")
+    if "\x00" in document:
+        raise _refuse(column, value, "PostgreSQL JSON cannot contain NUL characters")
+    try:
+        orjson.loads(document)  # checked here, so that the reason is clear and the same on every device
+    except orjson.JSONDecodeError as exc:
+        raise _refuse(column, value, f"not a JSON document ({exc})") from None
+    return (Json if column.type == "json" else Jsonb)(document, dumps=_verbatim)
 
 
 def _to_any(column: ColumnInfo, value: Any) -> Any:
@@ -419,3 +481,54 @@ _CONVERTERS: dict[str, Callable[[ColumnInfo, Any], Any]] = {
     "uuid": _to_uuid,
     "json": _to_json,
 }
+
+
+# --- a converted key -> the wire form the trigger writes for the stored row ---------------------------
+
+
+def _pg_iso(value: datetime) -> str:
+    """``to_json`` of a timestamp: ISO 8601, fraction without trailing zeros, UTC as +00:00."""
+    text = value.replace(microsecond=0).isoformat()
+    if not value.microsecond:
+        return text
+    return text[:19] + f".{value.microsecond:06d}".rstrip("0") + text[19:]
+
+
+def _key_decimal(column: ColumnInfo, value: Any) -> Json:
+    if value.is_finite():
+        typmod = _NUMERIC_TYPMOD.fullmatch(column.type)
+        assert typmod is not None, "unconstrained numeric keys are refused by reflect_table"
+        value = value.quantize(Decimal(1).scaleb(-int(typmod[2] or 0)))
+        if value.is_zero():
+            value = abs(value)  # PostgreSQL's numeric has no negative zero
+    return {"$decimal": format(value, "f")}
+
+
+def _key_float(_column: ColumnInfo, value: Any) -> Json:
+    return value + 0.0 if math.isfinite(value) else {"$float": str(value)}
+
+
+def _key_time(tag: str, utc: bool) -> Callable[[ColumnInfo, Any], Json]:
+    def form(_column: ColumnInfo, value: Any) -> Json:
+        if isinstance(value, str):
+            return {tag: value}  # PostgreSQL's own text (TimeText)
+        if isinstance(value, datetime):
+            return {tag: _pg_iso(value.astimezone(UTC) if utc else value)}
+        return {tag: value.isoformat()}
+
+    return form
+
+
+_KEY_FORMS: dict[str, Callable[[ColumnInfo, Any], Json]] = {
+    "bool": lambda _c, v: v,
+    "int": lambda _c, v: v,
+    "float": _key_float,
+    "decimal": _key_decimal,
+    "text": lambda c, v: v.rstrip(" ") if c.type.startswith("character(") else v,
+    "bytes": lambda _c, v: {"$bytes": v.hex()},
+    "date": _key_time("$date", False),
+    "datetime": _key_time("$datetime", False),
+    "datetime_tz": _key_time("$datetime", True),
+    "uuid": lambda _c, v: str(v),
+}
+"""By kind: the stored key in wire form (kinds refused as keys by ``reflect_table`` are absent)."""

@@ -2,8 +2,9 @@
 
 Each synced table gets its own PL/pgSQL function, generated from the reflected columns, so the trigger
 does no dynamic SQL and no catalog look-ups on the application's write path. The function builds the
-entry's JSON text by concatenation: compact (no spaces, unlike ``jsonb::text``) and in the codec's wire
-encoding, so the engine stores it as it is.
+entry's JSON text by concatenation, in the codec's wire encoding; stamping re-encodes it with the one
+canonical encoder. The text must not depend on the writer's session: the function pins the settings that
+change how values print (``TimeZone``, ``DateStyle``, ``IntervalStyle``, ``extra_float_digits``).
 """
 
 from __future__ import annotations
@@ -148,7 +149,10 @@ def function_name(table_name: str, suffix: str = "") -> str:
 def encode_sql(ref: str, column: ColumnInfo, *, key: bool = False) -> str:
     """SQL text: the wire-encoded JSON of ``ref`` (e.g. ``NEW."price"``); ``'null'`` for NULL, never NULL.
 
-    UUID keys travel as plain text (like SQLite TEXT keys), so an object's key is the same on both.
+    Exact for every kind: floats in their shortest round-trip digits, always written as JSON floats
+    (``1.0``, ``-0.0``), timestamps to the microsecond in UTC, numerics with their scale, JSON documents
+    as their text. UUID keys travel as plain text (like SQLite TEXT keys), so an object's key is the
+    same on both; a float key -0 is the key 0, as the primary key index sees it.
     """
     kind = "text" if key and column.kind == "uuid" else column.kind
     if kind == "bool":
@@ -156,10 +160,12 @@ def encode_sql(ref: str, column: ColumnInfo, *, key: bool = False) -> str:
     elif kind == "int":
         sql = f"{ref}::text"
     elif kind == "float":
+        number = f"({ref} + 0::float8)::text" if key else f"{ref}::text"
         sql = (
             f"CASE WHEN {ref} = 'NaN' THEN '{{\"$float\":\"nan\"}}' "
             f"WHEN {ref} = 'Infinity' THEN '{{\"$float\":\"inf\"}}' "
-            f"WHEN {ref} = '-Infinity' THEN '{{\"$float\":\"-inf\"}}' ELSE {ref}::text END"
+            f"WHEN {ref} = '-Infinity' THEN '{{\"$float\":\"-inf\"}}' "
+            f"WHEN strpos({number}, '.') + strpos({number}, 'e') > 0 THEN {number} ELSE {number} || '.0' END"
         )
     elif kind == "text":
         sql = f"to_json({ref}::text)::text"
@@ -173,10 +179,30 @@ def encode_sql(ref: str, column: ColumnInfo, *, key: bool = False) -> str:
     elif kind == "uuid":
         sql = f"'{{\"$uuid\":\"' || {ref}::text || '\"}}'"
     elif kind == "json":
-        sql = f"'{{\"$json\":' || {ref}::text || '}}'"
+        sql = f"'{{\"$json\":' || to_json({ref}::text)::text || '}}'"
     else:
         sql = f"to_json({ref}::text)::text"
     return f"(CASE WHEN {ref} IS NULL THEN 'null' ELSE {sql} END)"
+
+
+def settings(table: TableInfo) -> list[tuple[str, str]]:
+    """Settings under which ``table``'s values print the same in every session (the writer's may differ).
+
+    Only those the table's kinds need: setting them costs each trigger call a little.
+    """
+    kinds = {c.kind for c in table.columns}
+    pinned: list[tuple[str, str]] = []
+    if kinds & {"float", "any"}:
+        pinned.append(("extra_float_digits", "1"))  # shortest digits that read back to the same bits
+    if kinds & {"datetime_tz", "any"}:
+        pinned.append(("TimeZone", "UTC"))  # an instant prints with +00:00, whoever wrote it
+    if "any" in kinds:
+        pinned += [("DateStyle", "ISO, YMD"), ("IntervalStyle", "postgres")]
+    return pinned
+
+
+def _set_clauses(table: TableInfo) -> str:
+    return "".join(f" SET {name} = {literal(value)}" for name, value in settings(table))
 
 
 def _member(column: ColumnInfo) -> str:
@@ -197,9 +223,10 @@ def pk_sql(table: TableInfo, row: str) -> str:
 
 
 def _differs(column: ColumnInfo) -> str:
-    """OLD and NEW differ? Compared as text where equality is missing (json) or too lax (numeric scale)."""
+    """OLD and NEW differ? Compared as text where equality is missing (json) or too lax (numeric scale,
+    float -0 = 0)."""
     old, new = f"OLD.{quote(column.name)}", f"NEW.{quote(column.name)}"
-    if column.kind in ("json", "decimal", "any"):
+    if column.kind in ("json", "decimal", "float", "any"):
         old, new = f"{old}::text", f"{new}::text"
     return f"{old} IS DISTINCT FROM {new}"
 
@@ -225,11 +252,10 @@ def function_sql(table: TableInfo, schema: str) -> list[str]:
             f"ELSIF {changed} THEN\n"
             f"    {into}{pk_sql(table, 'NEW')}, 'modify', {changed_object_sql(table)}, {WALL_MS_SQL});\n"
         )
-    # float8out follows extra_float_digits: pin it so a session that lowered it cannot round captured floats.
-    floats = " SET extra_float_digits = 1" if any(c.kind == "float" for c in table.columns) else ""
+    pinned = _set_clauses(table)
     row_fn = (
         f"CREATE OR REPLACE FUNCTION {quote(schema)}.{quote(function_name(table.name))}() "
-        f"RETURNS trigger LANGUAGE plpgsql{floats} AS $storex_sync$\n"
+        f"RETURNS trigger LANGUAGE plpgsql{pinned} AS $storex_sync$\n"
         f"BEGIN\n"
         f"  IF {SILENCED} THEN RETURN NULL; END IF;\n"
         f"  IF TG_OP = 'INSERT' THEN\n"
@@ -247,7 +273,7 @@ def function_sql(table: TableInfo, schema: str) -> list[str]:
     alias = "t"
     truncate_fn = (
         f"CREATE OR REPLACE FUNCTION {quote(schema)}.{quote(function_name(table.name, '_truncate'))}() "
-        f"RETURNS trigger LANGUAGE plpgsql AS $storex_sync$\n"
+        f"RETURNS trigger LANGUAGE plpgsql{pinned} AS $storex_sync$\n"
         f"BEGIN\n"
         f"  IF {SILENCED} THEN RETURN NULL; END IF;\n"
         f"  INSERT INTO {capture} (tbl, pk, op, value, wall_ms)\n"

@@ -15,21 +15,28 @@ transaction came from the sync itself, and nobody ever sees those rows committed
 
 from __future__ import annotations
 
-import json
+import functools
+import logging
 import math
 import re
+import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Connection, event, text
+import orjson
+from sqlalchemy import Connection, event
 from sqlalchemy.engine import Engine
 
-from ..codec import JsonScalar, dumps
+from ..clock import wall_clock_ms
+from ..codec import JsonText, TimeText, decode_value, dumps
 from ..errors import UnsuitableTableError
+from ..models import Json
+from ..quarantine import quarantine_captured
 from .base import (
     CAPTURE_TABLE,
     Captured,
@@ -38,17 +45,18 @@ from .base import (
     ForeignKey,
     OnDelete,
     TableInfo,
-    ValueKind,
     literal,
     quote,
     sync_tables_ddl,
 )
 
+log = logging.getLogger(__name__)
+
 WALL_MS_SQL = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
-_ARGS_PER_CALL = 60  # SQLite functions take at most 127 arguments
 MAX_KEY_COLUMNS = 8
 MASK_BITS = 62
 _KEYS = [f"k{i}" for i in range(1, MAX_KEY_COLUMNS + 1)]
+_INF = math.inf
 
 CAPTURE_DDL = f"""
 CREATE TABLE IF NOT EXISTS {CAPTURE_TABLE} (
@@ -62,78 +70,89 @@ CREATE TABLE IF NOT EXISTS {CAPTURE_TABLE} (
 """
 
 
-def value_kind(declared: str) -> ValueKind:
-    """The codec kind for a column, from its declared type (SQLite's own affinity rules, extended)."""
+Affinity = Literal["INTEGER", "TEXT", "BLOB", "REAL", "NUMERIC"]
+
+
+@functools.lru_cache(maxsize=1024)
+def affinity(declared: str) -> Affinity:
+    """The column affinity SQLite derives from a declared type (its own rules, in its own order)."""
     t = declared.upper()
-    rules: list[tuple[str, ValueKind]] = [
-        ("BOOL", "bool"),
-        ("DATETIME", "datetime"),
-        ("TIMESTAMP", "datetime"),
-        ("DATE", "date"),
-        ("DECIMAL", "decimal"),
-        ("NUMERIC", "decimal"),
-        ("UUID", "uuid"),
-        ("JSON", "json"),
-        ("BLOB", "bytes"),
+    if "INT" in t:
+        return "INTEGER"
+    if "CHAR" in t or "CLOB" in t or "TEXT" in t:
+        return "TEXT"
+    if "BLOB" in t or not t:
+        return "BLOB"
+    if "REAL" in t or "FLOA" in t or "DOUB" in t:
+        return "REAL"
+    return "NUMERIC"
+
+
+class _AffinityProbe:
+    """SQLite itself, answering "what would a column of this affinity store for this value?".
+
+    Text becomes a number in a NUMERIC column only if SQLite's own parser says it is one ('1e2' yes,
+    '0x10' no), and a real becomes text in a TEXT column in SQLite's own digits: rules best not
+    re-implemented. An in-memory database in this process uses the same SQLite library as the device.
+    """
+
+    def __init__(self) -> None:
+        self._conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._conn.execute("CREATE TABLE probe (t TEXT, n NUMERIC, i INTEGER, r REAL)")
+        self._column = {"TEXT": "t", "NUMERIC": "n", "INTEGER": "i", "REAL": "r"}
+        self._lock = threading.Lock()
+
+    def stored(self, column_affinity: Affinity, value: Any) -> Any:
+        column = self._column[column_affinity]
+        with self._lock:
+            self._conn.execute(f"REPLACE INTO probe (rowid, {column}) VALUES (1, ?)", (value,))
+            return self._conn.execute(f"SELECT {column} FROM probe").fetchone()[0]
+
+
+_PROBE = _AffinityProbe()
+
+
+def stored_value(column_affinity: Affinity, value: Any) -> Any:
+    """The value a column of ``column_affinity`` holds after ``value`` is written into it."""
+    kind = type(value)
+    if value is None or kind is bytes or column_affinity == "BLOB":
+        return value  # blobs and NULL are never converted; no affinity converts nothing
+    if column_affinity == "TEXT":
+        if kind is str:
+            return value
+        if kind is int:
+            return str(value)
+    elif column_affinity == "REAL":
+        if kind is float:
+            return value
+    elif kind is int:
+        return value  # INTEGER and NUMERIC keep integers
+    return _PROBE.stored(column_affinity, value)
+
+
+def key_json(value: Any) -> Json:
+    """A stored key value in wire form, as capture encodes it (-0.0 is the same key as 0.0)."""
+    if type(value) is float:
+        return value + 0.0 if math.isfinite(value) else {"$float": str(value)}
+    if type(value) is bytes:
+        return {"$bytes": value.hex()}
+    return value
+
+
+def _tag_bytes(value: Any) -> Any:
+    """orjson's hook for the one storage class JSON lacks: called only for blobs, so text, numbers and
+    NULL cost no Python call at all."""
+    if type(value) is bytes:
+        return {"$bytes": value.hex()}
+    raise TypeError(f"cannot encode a {type(value).__name__}")
+
+
+def _tag_infinities(values: Sequence[Any]) -> list[Any]:
+    """orjson writes infinities as null: tag them first (SQLite has no NaN, it stores NULL instead)."""
+    return [
+        {"$float": "inf" if v > 0 else "-inf"} if v in (_INF, -_INF) and type(v) is float else v
+        for v in values
     ]
-    return next((kind for word, kind in rules if word in t), "any")
-
-
-def value_sql(ref: str, kind: ValueKind) -> str:
-    """SQL giving the wire encoding of the value ``ref`` (e.g. ``NEW."price"``) of a column of ``kind``."""
-    whens = [f"WHEN 'blob' THEN json_object('$bytes', lower(hex({ref})))"]
-    whens.append(
-        # 17 significant digits: SQLite's own JSON writes 15 and would round 0.1 + 0.2 to 0.3.
-        f"WHEN 'real' THEN CASE WHEN abs({ref}) <= 1.7976931348623157e308 THEN json(printf('%!.17g', {ref})) "
-        f"ELSE json_object('$float', CASE WHEN {ref} > 0 THEN 'inf' ELSE '-inf' END) END"
-    )
-    tag = {"date": "$date", "datetime": "$datetime", "decimal": "$decimal", "uuid": "$uuid"}.get(kind)
-    if tag:
-        whens.append(f"WHEN 'text' THEN json_object('{tag}', {ref})")
-    elif kind == "json":
-        whens.append(
-            f"WHEN 'text' THEN CASE WHEN json_valid({ref}) THEN json_object('$json', json({ref})) "
-            f"ELSE {ref} END"
-        )
-    elif kind == "bool":
-        whens.append(f"WHEN 'integer' THEN json(CASE WHEN {ref} THEN 'true' ELSE 'false' END)")
-    return f"CASE typeof({ref}) {' '.join(whens)} ELSE {ref} END"
-
-
-def _json_object_sql(pairs: Sequence[tuple[str, str]]) -> str:
-    """``json_object`` over (key, value SQL) pairs; wide tables are joined from chunks of JSON text."""
-    if len(pairs) <= _ARGS_PER_CALL:
-        return "json_object(" + ", ".join(f"{literal(k)}, {v}" for k, v in pairs) + ")"
-    chunks = [
-        _inner(_json_object_sql(pairs[i : i + _ARGS_PER_CALL])) for i in range(0, len(pairs), _ARGS_PER_CALL)
-    ]
-    return "json('{' || " + " || ',' || ".join(chunks) + " || '}')"
-
-
-def _inner(obj: str) -> str:
-    """The text of a JSON object without its braces, to join objects as text."""
-    return f"substr({obj}, 2, length({obj}) - 2)"
-
-
-def row_object_sql(table: TableInfo, row: str) -> str:
-    """JSON object of every non-key column of ``row`` (``NEW``, ``OLD`` or the table itself)."""
-    return _json_object_sql(
-        [(c.name, value_sql(f"{row}.{quote(c.name)}", c.kind)) for c in table.value_columns]
-    )
-
-
-def pk_sql(table: TableInfo, row: str) -> str:
-    """JSON array of the key. UUID keys travel as plain text, as PostgreSQL's capture sends them, so a
-    row keyed by a ``uuid`` column in PostgreSQL and by a TEXT column in SQLite is the same object."""
-    return (
-        "json_array("
-        + ", ".join(value_sql(f"{row}.{quote(c.name)}", _key_kind(c.kind)) for c in table.pk_columns)
-        + ")"
-    )
-
-
-def _key_kind(kind: ValueKind) -> ValueKind:
-    return "any" if kind == "uuid" else kind
 
 
 def trigger_names(table_name: str) -> list[str]:
@@ -174,26 +193,104 @@ def trigger_sql(table: TableInfo) -> list[str]:
     return statements
 
 
-def _changed(which: int | str, i: int) -> bool:
-    """Did the update change value column ``i``? (``which`` as the update trigger recorded it.)"""
-    return bool(which >> i & 1) if isinstance(which, int) else which[i] == "1"
-
-
 def read_values_sql(table: TableInfo) -> str:
-    """Captured rows of ``table`` in a seq range, with the encoded key and the row's current values."""
+    """Captured rows of ``table`` in a seq range: op, changed mask, wall time, the key as captured (reals
+    normalized so -0.0 reads as 0.0), whether the row still exists, and its current raw column values."""
     keys = [f"c.{k}" for k in _KEYS[: len(table.pk)]]
-    key_json = (
-        "json_array("
-        + ", ".join(value_sql(ref, _key_kind(c.kind)) for ref, c in zip(keys, table.pk_columns, strict=True))
-        + ")"
-    )
+    key_values = ", ".join(f"CASE WHEN typeof({k}) = 'real' THEN {k} + 0.0 ELSE {k} END" for k in keys)
     join = " AND ".join(f"t.{quote(c)} = {ref}" for c, ref in zip(table.pk, keys, strict=True))
     found = f"t.{quote(table.pk[0])} IS NOT NULL"
+    values = "".join(f", t.{quote(c.name)}" for c in table.value_columns)
     return (
-        f"SELECT c.seq, c.op, c.changed, c.wall_ms, {key_json}, {found}, {row_object_sql(table, 't')} "
+        f"SELECT c.seq, c.op, c.changed, c.wall_ms, {found}, {key_values}{values} "
         f"FROM {CAPTURE_TABLE} c LEFT JOIN {table.sql_name} t ON {join} "
-        "WHERE c.tbl = :tbl AND c.seq >= :lo AND c.seq <= :hi"
+        "WHERE c.tbl = ? AND c.seq >= ? AND c.seq <= ?"
     )
+
+
+def _fetch(dbapi: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """All rows of ``sql``. TEXT that is not UTF-8 (SQLite stores what it is given) cannot become a
+    Python str: then read again with such text kept as surrogate escapes, which the encoder refuses, so
+    exactly the changes that carry it are set aside (see ``read_captured``)."""
+    try:
+        return dbapi.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "UTF-8" not in str(exc):
+            raise
+    dbapi.text_factory = _lenient_text
+    try:
+        return dbapi.execute(sql, params).fetchall()
+    finally:
+        dbapi.text_factory = str
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _encode_rows(
+    table: TableInfo, rows: Sequence[Sequence[Any]], refused: list[tuple[int, str, str]]
+) -> list[Captured]:
+    """Captured changes with key and values in wire form, encoded by storage class.
+
+    integer -> JSON integer, real -> JSON float (shortest text that reads back to the same bits;
+    infinities tagged), text -> JSON string, blob -> ``{"$bytes": hex}``, NULL -> null. One C call per
+    change in the common case. Changes that cannot be encoded go to ``refused`` (seq, key, reason).
+    """
+    names = [c.name for c in table.value_columns]
+    width = len(table.pk)
+    wide = len(names) > MASK_BITS
+    captured: list[Captured] = []
+    for row in rows:
+        seq, op, changed, wall_ms, found = row[:5]
+        key = row[5 : 5 + width]
+        if None in key:
+            refused.append((seq, repr(list(key)), "a NULL key cannot name the row on other devices"))
+            continue
+        if op != "delete" and not found:
+            continue  # the row was deleted or re-keyed by a later change, whose entry says so
+        values = row[5 + width :]
+        try:
+            if _INF in key or -_INF in key:
+                key = _tag_infinities(key)
+            pk = orjson.dumps(key, default=_tag_bytes).decode()
+            if op == "delete":
+                captured.append(Captured(seq, table.name, pk, op, None, wall_ms))
+                continue
+            if _INF in values or -_INF in values:
+                values = _tag_infinities(values)
+            if op == "create":
+                obj = dict(zip(names, values, strict=True))
+            elif wide:
+                obj = {n: v for n, v, flag in zip(names, values, changed, strict=False) if flag == "1"}
+            else:
+                obj = {n: v for i, (n, v) in enumerate(zip(names, values, strict=True)) if changed >> i & 1}
+            captured.append(
+                Captured(seq, table.name, pk, op, orjson.dumps(obj, default=_tag_bytes).decode(), wall_ms)
+            )
+        except orjson.JSONEncodeError:
+            refused.append((seq, repr(list(key)), _not_utf8(table, key, names, values)))
+    return captured
+
+
+def _not_utf8(table: TableInfo, key: Sequence[Any], names: Sequence[str], values: Sequence[Any]) -> str:
+    bad = [n for n, v in zip([*table.pk, *names], [*key, *values], strict=True) if _is_bad_text(v)]
+    columns = ", ".join(f"{table.name}.{n}" for n in bad)
+    return (
+        f"column(s) {columns} hold TEXT that is not valid UTF-8, which no "
+        "other database can read as text: the change was not sent. Store such bytes as a BLOB "
+        "(CAST(x AS BLOB)) or fix the text, then write the row again"
+    )
+
+
+def _is_bad_text(value: Any) -> bool:
+    if type(value) is not str:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 _NOT_SYNCABLE = re.compile(r"^(_sync_|sqlite_)")
@@ -210,7 +307,9 @@ class SQLiteCapture(CaptureDialect):
 
     def create_sync_tables(self, conn: Connection) -> None:
         conn.exec_driver_sql(CAPTURE_DDL)
-        for statement in sync_tables_ddl(serial="INTEGER PRIMARY KEY", bigint="INTEGER", key_text="TEXT"):
+        for statement in sync_tables_ddl(
+            serial="INTEGER PRIMARY KEY", bigint="INTEGER", key_text="TEXT", blob="BLOB"
+        ):
             conn.exec_driver_sql(statement)
 
     def reflect_table(self, conn: Connection, name: str) -> TableInfo:
@@ -223,7 +322,8 @@ class SQLiteCapture(CaptureDialect):
             raise UnsuitableTableError(
                 f"there is no table {name!r} in this database", hint="create it first, or check the name"
             )
-        columns = tuple(ColumnInfo(r[1], r[2] or "", value_kind(r[2] or ""), not r[3]) for r in rows)
+        # Values are encoded by storage class, whatever the declared type: the codec kind says nothing.
+        columns = tuple(ColumnInfo(r[1], r[2] or "", "any", not r[3]) for r in rows)
         pk = tuple(r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5]))
         if not pk:
             raise UnsuitableTableError(
@@ -241,6 +341,15 @@ class SQLiteCapture(CaptureDialect):
                 "both number their new rows 1, 2, 3 ... and overwrite each other's rows when they sync",
                 hint="use a globally unique TEXT key, filled by storex_sync_firestore.uuid7() or by "
                 "the column default storex_sync_firestore.SQLITE_UUID7_DEFAULT",
+            )
+        untyped = [c.name for c in columns if c.name in pk and affinity(c.type) == "BLOB"]
+        if untyped:
+            raise UnsuitableTableError(
+                f"table {name!r} has key column(s) {untyped} without a type affinity (declared BLOB or "
+                "nothing): such a column keeps 1 and 1.0 as one key, but they travel as different values, "
+                "so devices could disagree about which row an entry means",
+                hint="declare the key column TEXT (filled by storex_sync_firestore.uuid7() or the default "
+                "storex_sync_firestore.SQLITE_UUID7_DEFAULT), or INTEGER/REAL/NUMERIC for numbers",
             )
         if len(pk) > MAX_KEY_COLUMNS:
             raise UnsuitableTableError(
@@ -266,8 +375,8 @@ class SQLiteCapture(CaptureDialect):
     def schema_token(self, conn: Connection) -> str:
         return str(conn.exec_driver_sql("PRAGMA schema_version").scalar())
 
-    def key_json_sql(self, table: TableInfo, alias: str) -> str:
-        return pk_sql(table, alias)
+    def key_from_row(self, table: TableInfo, values: Sequence[Any]) -> str:
+        return dumps([key_json(v) for v in values])
 
     def install_triggers(self, conn: Connection, table: TableInfo) -> None:
         self.drop_triggers(conn, table)
@@ -306,9 +415,15 @@ class SQLiteCapture(CaptureDialect):
     def read_captured(
         self, conn: Connection, after: int, limit: int, tables: Mapping[str, TableInfo]
     ) -> tuple[list[int], list[Captured]]:
-        rows = conn.exec_driver_sql(
+        """Captured changes with the rows' current values, encoded by storage class (``_encode_rows``).
+
+        A change that cannot travel (a NULL key, TEXT that is not UTF-8) is set aside as outgoing, with
+        the reason, here on the sending device: ``status`` counts it, and nothing else is held up.
+        """
+        dbapi: sqlite3.Connection = conn.connection.dbapi_connection  # type: ignore[assignment]
+        rows = dbapi.execute(
             f"SELECT seq, tbl FROM {CAPTURE_TABLE} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-        ).all()
+        ).fetchall()
         if not rows:
             return [], []
         lo, hi = rows[0][0], rows[-1][0]
@@ -317,19 +432,11 @@ class SQLiteCapture(CaptureDialect):
             table = tables.get(name)
             if table is None:
                 continue  # sync was disabled for the table since: nothing to log
-            names = [c.name for c in table.value_columns]
-            for seq, op, changed, wall_ms, pk, found, full in conn.execute(
-                text(read_values_sql(table)), {"tbl": name, "lo": lo, "hi": hi}
-            ):
-                if op == "delete":
-                    captured.append(Captured(seq, name, pk, op, None, wall_ms))
-                elif found and op == "create":
-                    captured.append(Captured(seq, name, pk, op, full, wall_ms))
-                elif found:
-                    values = json.loads(full)
-                    picked = {n: values[n] for i, n in enumerate(names) if _changed(changed, i)}
-                    captured.append(Captured(seq, name, pk, op, dumps(picked), wall_ms))
-                # A row gone by now was deleted or re-keyed by a later change, whose entry says so.
+            refused: list[tuple[int, str, str]] = []
+            captured += _encode_rows(table, _fetch(dbapi, read_values_sql(table), (name, lo, hi)), refused)
+            for seq, key, reason in refused:
+                log.warning("set aside captured change %s of %s %s: %s", seq, name, key, reason)
+                quarantine_captured(conn, name, key, reason, wall_clock_ms())
         captured.sort(key=lambda c: c.seq)
         return [r[0] for r in rows], captured
 
@@ -360,8 +467,12 @@ class SQLiteCapture(CaptureDialect):
             conn.exec_driver_sql("COMMIT")
 
     def to_db(self, column: ColumnInfo, value: Any) -> Any:
+        """Decoded wire values are bound as they are; the column's affinity then does what it does for
+        any writer. Tagged PostgreSQL values become the text SQLite applications write for them."""
+        if type(value) in _PLAIN:
+            return value
         if isinstance(value, float) and math.isnan(value):
-            raise ValueError(f"SQLite cannot store NaN in column {column.name!r}")
+            raise ValueError(f"SQLite cannot store NaN in column {column.name!r} (it would store NULL)")
         if isinstance(value, bool):
             return int(value)
         if isinstance(value, datetime):
@@ -372,11 +483,19 @@ class SQLiteCapture(CaptureDialect):
             return format(value, "f")  # positional, as PostgreSQL writes it: '0.000001', not '1E-6'
         if isinstance(value, uuid.UUID):
             return str(value)
-        if isinstance(value, dict | list):
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-        if isinstance(value, JsonScalar):
-            return json.dumps(value.value, separators=(",", ":"), ensure_ascii=False)
+        if isinstance(value, JsonText | TimeText):
+            return value.text
         return value
+
+    def canonical_key(self, column: ColumnInfo, value: Json) -> Json:
+        """The key as this database stores it, in wire form: what capture reads back from the row.
+
+        ``[777]`` and ``["777"]`` name one row of a TEXT key column: both become ``["777"]``.
+        """
+        return key_json(stored_value(affinity(column.type), self.to_db(column, decode_value(value))))
+
+
+_PLAIN = frozenset({int, str, bytes, type(None)})
 
 
 _ON_DELETE: dict[str, OnDelete] = {

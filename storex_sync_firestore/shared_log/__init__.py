@@ -14,6 +14,7 @@ that is stored in the database by ``init``:
 
 from __future__ import annotations
 
+import enum
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -29,10 +30,21 @@ if TYPE_CHECKING:
 
 _memory_logs: dict[str, MemorySharedLog] = {}
 _memory_lock = threading.Lock()
-_DEFAULT: Any = object()
 
 
-def open_shared_log(url: str, *, retry: RetryPolicy | None = _DEFAULT) -> SharedSyncLog:
+class _Default(enum.Enum):
+    """``retry`` left out: the backend's own default policy (a named value, so ``help()`` says so)."""
+
+    POLICY = "default"
+
+    def __repr__(self) -> str:
+        return "DEFAULT_POLICY"
+
+
+DEFAULT = _Default.POLICY
+
+
+def open_shared_log(url: str, *, retry: RetryPolicy | _Default | None = DEFAULT) -> SharedSyncLog:
     """The shared log that ``url`` names; raises ConfigurationError (with a hint) for a bad URL or missing
     credentials. ``retry`` applies to Firestore only (omitted: its default policy; None: one attempt)."""
     if not url:
@@ -40,7 +52,11 @@ def open_shared_log(url: str, *, retry: RetryPolicy | None = _DEFAULT) -> Shared
     scheme = urlsplit(url).scheme if "://" in url else ""
     if scheme == "memory":
         with _memory_lock:
-            return _memory_logs.setdefault(url, MemorySharedLog())
+            log = _memory_logs.get(url)
+            if log is None:
+                log = _memory_logs[url] = MemorySharedLog()
+                log.url = url
+            return log
     if scheme == "file":
         return FilesystemSharedLog(unquote(urlsplit(url).path))
     if scheme == "":
@@ -53,7 +69,7 @@ def open_shared_log(url: str, *, retry: RetryPolicy | None = _DEFAULT) -> Shared
     )
 
 
-def _open_firestore(url: str, retry: RetryPolicy | None) -> SharedSyncLog:
+def _open_firestore(url: str, retry: RetryPolicy | _Default | None) -> SharedSyncLog:
     parts = urlsplit(url)
     project = parts.netloc
     root = parts.path.strip("/")
@@ -76,7 +92,7 @@ def _open_firestore(url: str, retry: RetryPolicy | None) -> SharedSyncLog:
             hint="set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, run 'gcloud auth "
             "application-default login', or set FIRESTORE_EMULATOR_HOST for the emulator",
         ) from exc
-    kwargs: dict[str, Any] = {} if retry is _DEFAULT else {"retry": retry}
+    kwargs: dict[str, Any] = {} if retry is DEFAULT else {"retry": retry}
     if root:
         kwargs["root"] = root
     return FirestoreSharedLog(client, **kwargs)

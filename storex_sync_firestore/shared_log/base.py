@@ -1,33 +1,36 @@
 """The ``SharedSyncLog`` protocol: the contract every shared-log backend fulfils.
 
-A backend stores the log entries that devices of one user upload, and remembers for every device how far
-it has read. Backends implement storage only; batching, byte limits, retries of whole syncs and
-serialization live in ``sync`` so that every backend behaves the same. ``testing.conformance`` checks a
-backend against this contract; run it for any backend you write.
+A backend stores the batch documents that devices of one user upload, and remembers for every device how
+far it has read. Backends implement storage only: they keep a batch's fields exactly as given and return
+them untouched. Encoding, signing, verification, batching, byte limits and retries of whole syncs live
+above them (``shared_log.format``, ``validate``, ``sync``), so that every backend behaves the same and a
+hostile document is judged the same way whichever backend it came through. ``testing.conformance``
+checks a backend against this contract; run it for any backend you write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from ..models import DeviceInfo, SharedEntry, UnsyncedUpdate, WriteResult
+from ..models import DeviceInfo, StoredBatch, UnsyncedUpdate, WriteResult
 
 
 @runtime_checkable
 class SharedSyncLog(Protocol):
     """Storage for the change log that all devices of a user share."""
 
-    #: Largest total of serialized entry bytes that one ``write_entries`` call may carry (None: no limit).
+    #: Largest stored payload (the ``p`` field, compressed) one batch document may hold (None: no limit).
     max_batch_bytes: int | None
-    #: Largest serialized size of a single entry (None: no limit). Bigger entries are set aside by sync.
-    max_entry_bytes: int | None
 
-    def create_device_id(self, *, user_id: str, shared_until: datetime | None = None) -> str:
+    def create_device_id(
+        self, *, user_id: str, shared_until: datetime | None = None, public_key: bytes | None = None
+    ) -> str:
         """Register a new device and return its id, unique within the user.
 
-        A device registered with ``shared_until`` is never given entries shared before that instant (for a
+        ``public_key`` is the device's signing key; it is stored with the registration and never changes.
+        A device registered with ``shared_until`` is never given batches shared before that instant (for a
         device that already holds a copy of the data); without it the device reads the whole log.
         """
         ...
@@ -36,49 +39,65 @@ class SharedSyncLog(Protocol):
         """Return the device's record, or ``None`` if the user has no such device."""
         ...
 
-    def write_entries(self, entries: Sequence[SharedEntry], *, user_id: str, device_id: str) -> WriteResult:
-        """Store ``entries`` (all written by ``device_id``, ascending ``hlc``) atomically.
+    def write_batches(self, batches: Sequence[StoredBatch], *, user_id: str, device_id: str) -> WriteResult:
+        """Store ``batches`` (documents of ``device_id``, in upload order) atomically.
 
-        Idempotent: writing the same list again is a no-op (it returns ``documents_written == 0``), so a
-        caller that crashed before recording the upload may simply repeat it. Writing an empty list does
-        nothing. When this returns, the entries are durable and visible to readers.
+        Idempotent by batch id: a batch whose id is already stored is not written again (and not counted in
+        ``documents_written``), so a caller that crashed before recording the upload may simply repeat it.
+        Writing an empty list does nothing. When this returns, the batches are durable and visible.
         """
         ...
 
-    def get_unsynced_entries(
+    def get_unsynced_batches(
         self, *, user_id: str, device_id: str, batch_size: int | None = None
     ) -> UnsyncedUpdate:
-        """Return entries written by the user's *other* devices that ``device_id`` has not marked seen.
+        """Return the batches ``device_id`` has not marked seen, its own included, in upload order.
 
-        Entries come in upload order, at most about ``batch_size`` of them (a backend that stores entries in
-        packed documents returns whole documents, so it may return somewhat more), and with no entry of a
-        batch left out. The same entries come back until ``mark_as_seen`` is called with this update.
+        A page holds whole batches of at most about ``batch_size`` entries (by their ``count`` field; at
+        least one batch). The same batches come back until ``mark_as_seen`` is called with this update.
         Batches uploaded concurrently with this call, or stamped with the same time as one returned, are
         returned by a later call, never skipped. Raises ``UnknownDeviceError`` for an unknown device.
+        The device's own batches are returned too: the caller verifies that they really are its own.
         """
         ...
 
     def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> WriteResult:
-        """Move the device's read marker past ``update``. Call only once its entries are stored durably.
+        """Move the device's read marker past ``update``. Call only once its batches are stored durably.
 
-        Marks only what ``update`` returned: entries uploaded since are still delivered later. Marking the
+        Marks only what ``update`` returned: batches uploaded since are still delivered later. Marking the
         same update twice is harmless. Only ``device_id``'s own marker moves. Returns the documents written
         (a backend should write nothing when the marker does not move).
         """
         ...
 
+    def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
+        """See :class:`KeyRecords`."""
+        ...
 
-def unpack_entries(device_id: object, hlcs: object, data: object, *, source: str) -> list[SharedEntry]:
-    """Entries stored as two parallel lists, clocks and payloads (how the Firestore and folder logs keep
-    a batch), written once for both.
+    def put_key_record(self, *, user_id: str, record: Mapping[str, Any], replaces: str | None = None) -> bool:
+        """See :class:`KeyRecords`."""
+        ...
 
-    Something malformed (not written by this package) is not an error here: it comes back as one entry
-    without a valid clock, holding ``source`` (what it was), which sync sets aside. One bad document must
-    not stop every later batch from being read.
-    """
-    if not isinstance(hlcs, list) or not isinstance(data, list) or len(hlcs) != len(data):
-        return [SharedEntry(str(device_id), 0, source)]
-    return [
-        SharedEntry(str(device_id), h if type(h) is int else 0, d if isinstance(d, str) else repr(d))
-        for h, d in zip(hlcs, data, strict=True)
-    ]
+
+class KeyRecords(Protocol):
+    """Where a log keeps its wrapped data key, for end-to-end encryption (part of ``SharedSyncLog``)."""
+
+    def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
+        """The log's key record (the data key wrapped by the passphrase), or None: not encrypted."""
+        ...
+
+    def put_key_record(self, *, user_id: str, record: Mapping[str, Any], replaces: str | None = None) -> bool:
+        """Store the key record; its fields are kept untouched (str, int, bytes).
+
+        With ``replaces=None``, create it if the log has none and return True; return False when another
+        device created one first (then read that one). Otherwise replace the stored record if its key id
+        (``kid``) is ``replaces`` (a passphrase change: the same key, rewrapped) and return True; False if
+        the stored record is another key's.
+        """
+        ...
+
+
+def entry_count(fields: Mapping[str, Any]) -> int:
+    """A batch's entry count for paging, from its (untrusted) ``count`` field: at least 1."""
+    count = fields.get("count")
+    return count if type(count) is int and count > 0 else 1

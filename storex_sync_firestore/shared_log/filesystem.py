@@ -5,7 +5,13 @@ Layout, per user (ids are percent-encoded into file names)::
     {folder}/{user}/.lock                               flock(2) taken to append a batch or register a device
     {folder}/{user}/devices/{device}.json               registry: created_at, shared_until
     {folder}/{user}/markers/{device}.json               read marker: the last batch seq this device stored
-    {folder}/{user}/batches/{seq:012d}_{device}_{first:016x}_{last:016x}_{count}.json
+    {folder}/{user}/key.json                            the wrapped data key of an encrypted log
+    {folder}/{user}/batches/{seq:012d}_{batchId}.batch          a batch (format v2, see below)
+    {folder}/{user}/batches/{seq:012d}_{device}_{first:016x}_{last:016x}_{count}.json   one of 0.1.x (v1)
+
+A batch file is one line of JSON (the batch's fields but its payload, bytes fields in hex, and the time it
+was shared), a line break, and the payload bytes as they are: the same fields, encoding and checks as in
+Firestore (``shared_log.format``).
 
 Every file is written to a temporary name, fsynced, renamed into place and the folder fsynced, so a reader
 sees a whole file or none, and a crash leaves no half-written batch.
@@ -14,8 +20,8 @@ Why a sequence number in the batch name: readers page by it, and it must never l
 another process commits concurrently. The writer picks ``seq = highest existing + 1`` and renames the file
 into place *while holding the lock*, so batch files appear strictly in seq order with no gaps. A reader
 only takes the contiguous run after its marker; a gap (a listing that raced a rename) ends the page, and
-the batch comes next time. The rest of the name (device, first and last clock, count) is the batch's
-identity: a retried ``write_entries`` finds it and writes nothing.
+the batch comes next time. The rest of the name is the batch's id: a retried ``write_batches`` finds it
+and writes nothing.
 """
 
 from __future__ import annotations
@@ -25,18 +31,19 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import quote, unquote
 
 from ..errors import ConfigurationError, UnknownDeviceError
-from ..models import DeviceInfo, SharedEntry, UnsyncedUpdate, WriteResult
-from .base import SharedSyncLog, unpack_entries
+from ..models import DeviceInfo, StoredBatch, UnsyncedUpdate, WriteResult
+from .base import SharedSyncLog, entry_count
+from .format import F_PAYLOAD, from_header_json, header_json, legacy_id
 
-_BATCH = re.compile(r"^(\d{12})_(.+)\.json$")
-_U64 = 0xFFFFFFFFFFFFFFFF
+_BATCH = re.compile(r"^(\d{12})_(.+)\.(batch|json)$")
 
 
 def _name(kind: str, value: str) -> str:
@@ -74,16 +81,39 @@ def _read_json(path: Path) -> dict[str, object] | None:
     return loaded if isinstance(loaded, dict) else {"malformed": True}
 
 
-def _entries(body: dict[str, object], path: Path) -> list[SharedEntry]:
-    """A batch file's entries (a malformed file comes back to be set aside, naming the file)."""
-    device = body.get("device_id") or "unknown"
-    return unpack_entries(
-        device, body.get("hlc"), body.get("data"), source=f"malformed batch file {path.name}"
-    )
+def _encode_file(batch: StoredBatch, shared_at: datetime) -> bytes:
+    head = json.dumps({"shared_at": shared_at.isoformat(), "fields": header_json(batch.fields)})
+    payload = batch.fields.get(F_PAYLOAD)
+    return head.encode() + b"\n" + (payload if isinstance(payload, bytes) else b"")
+
+
+def _decode_file(batch_id: str, data: bytes) -> StoredBatch:
+    """A batch file's fields as written; a damaged file comes back with what could be read (the parser
+    above then sets it aside, as it would a damaged Firestore document)."""
+    head, _, payload = data.partition(b"\n")
+    try:
+        body = json.loads(head)
+        return StoredBatch(batch_id, from_header_json(body["fields"], payload), _time(body.get("shared_at")))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return StoredBatch(batch_id, {})
+
+
+def _decode_legacy(data: bytes) -> StoredBatch:
+    """A 0.1.x batch file, as the v1 fields it stands for (its id is the v1 content digest)."""
+    try:
+        body = json.loads(data)
+        device, hlcs, texts = body["device_id"], body["hlc"], body["data"]
+        fields = {"v": 1, "deviceId": device, "h": hlcs, "d": texts}
+        return StoredBatch(legacy_id(device, hlcs, texts), fields, _time(body.get("shared_at")))
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError):
+        return StoredBatch("malformed", {})
 
 
 def _time(value: object) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(str(value))
+    try:
+        return None if value is None else datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
 
 
 class FilesystemSharedLog(SharedSyncLog):
@@ -96,7 +126,6 @@ class FilesystemSharedLog(SharedSyncLog):
     """
 
     max_batch_bytes: int | None = None
-    max_entry_bytes: int | None = None
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
@@ -104,6 +133,11 @@ class FilesystemSharedLog(SharedSyncLog):
 
     def __repr__(self) -> str:
         return f"FilesystemSharedLog({str(self.folder)!r})"
+
+    @property
+    def url(self) -> str:
+        """The folder's absolute path: what ``open_shared_log`` reopens this log by, from any directory."""
+        return str(self.folder.resolve())
 
     # ---- paths and locking ----
 
@@ -125,24 +159,27 @@ class FilesystemSharedLog(SharedSyncLog):
 
     @staticmethod
     def _batches(user_dir: Path) -> list[tuple[int, str]]:
-        """(seq, rest of name) of every committed batch, by seq."""
+        """(seq, file name) of every committed batch, by seq."""
         found = []
         for name in os.listdir(user_dir / "batches"):
             match = _BATCH.match(name)
             if match:
-                found.append((int(match.group(1)), match.group(2)))
+                found.append((int(match.group(1)), name))
         found.sort()
         return found
 
     # ---- devices ----
 
-    def create_device_id(self, *, user_id: str, shared_until: datetime | None = None) -> str:
+    def create_device_id(
+        self, *, user_id: str, shared_until: datetime | None = None, public_key: bytes | None = None
+    ) -> str:
         user_dir = self._user_dir(user_id)
         device_id = uuid.uuid4().hex
         info = {
             "device_id": device_id,
             "created_at": datetime.now(UTC).isoformat(),
             "shared_until": shared_until.isoformat() if shared_until is not None else None,
+            "public_key": public_key.hex() if public_key is not None else None,
         }
         with self._locked(user_dir):
             _write_atomically(user_dir / "markers" / f"{device_id}.json", b'{"seq": 0}')
@@ -153,7 +190,14 @@ class FilesystemSharedLog(SharedSyncLog):
         data = _read_json(self._user_dir(user_id) / "devices" / f"{_name('device id', device_id)}.json")
         if data is None:
             return None
-        return DeviceInfo(user_id, device_id, _time(data.get("shared_until")), _time(data.get("created_at")))
+        key = data.get("public_key")
+        return DeviceInfo(
+            user_id,
+            device_id,
+            _time(data.get("shared_until")),
+            _time(data.get("created_at")),
+            bytes.fromhex(key) if isinstance(key, str) else None,
+        )
 
     def _device(self, user_dir: Path, user_id: str, device_id: str) -> dict[str, object]:
         data = _read_json(user_dir / "devices" / f"{_name('device id', device_id)}.json")
@@ -166,57 +210,61 @@ class FilesystemSharedLog(SharedSyncLog):
 
     # ---- batches ----
 
-    def write_entries(self, entries: Sequence[SharedEntry], *, user_id: str, device_id: str) -> WriteResult:
-        if not entries:
+    def write_batches(self, batches: Sequence[StoredBatch], *, user_id: str, device_id: str) -> WriteResult:
+        if not batches:
             return WriteResult(0)
         user_dir = self._user_dir(user_id)
-        identity = (
-            f"{_name('device id', device_id)}_{entries[0].hlc & _U64:016x}_{entries[-1].hlc & _U64:016x}"
-            f"_{len(entries)}"
-        )
+        written = 0
         with self._locked(user_dir):
-            batches = self._batches(user_dir)
-            if any(rest == identity for _, rest in batches):
-                return WriteResult(0)  # a retry of a batch that landed
-            seq = batches[-1][0] + 1 if batches else 1
-            body = {
-                "device_id": device_id,
-                "shared_at": datetime.now(UTC).isoformat(),
-                "hlc": [e.hlc for e in entries],
-                "data": [e.data for e in entries],
-            }
-            _write_atomically(user_dir / "batches" / f"{seq:012d}_{identity}.json", json.dumps(body).encode())
-        return WriteResult(1)
+            existing = self._batches(user_dir)
+            names = {name.split("_", 1)[1].rsplit(".", 1)[0] for _, name in existing}
+            seq = existing[-1][0] if existing else 0
+            for batch in batches:
+                stem = _name("batch id", batch.batch_id)
+                if stem in names:
+                    continue  # a retry of a batch that landed
+                seq += 1
+                data = _encode_file(batch, datetime.now(UTC))
+                _write_atomically(user_dir / "batches" / f"{seq:012d}_{stem}.batch", data)
+                names.add(stem)
+                written += 1
+        return WriteResult(written)
 
-    def get_unsynced_entries(
+    def get_unsynced_batches(
         self, *, user_id: str, device_id: str, batch_size: int | None = None
     ) -> UnsyncedUpdate:
         user_dir = self._user_dir(user_id)
         device = self._device(user_dir, user_id, device_id)
         shared_until = _time(device.get("shared_until"))
         marker = self._marker(user_dir, device_id)
-        own = f"_{_name('device id', device_id)}_"
-        entries: list[SharedEntry] = []
-        last, read, has_more = marker, 0, False
-        for seq, rest in self._batches(user_dir):
+        page: list[StoredBatch] = []
+        last, read, entries, has_more = marker, 0, 0, False
+        for seq, name in self._batches(user_dir):
             if seq <= marker:
                 continue
             if seq != last + 1:
                 has_more = True  # a gap: a concurrent commit not listed yet; never skip past it
                 break
-            body: dict[str, object] | None = None
-            path = user_dir / "batches" / f"{seq:012d}_{rest}.json"
-            if not f"_{rest}".startswith(own):  # our own batches are skipped unread
-                body = _read_json(path)
-                read += 1
-            if body is not None and not _before(body, shared_until):
-                data = _entries(body, path)
-                if batch_size is not None and entries and len(entries) + len(data) > batch_size:
+            batch = self._read(user_dir / "batches" / name)
+            read += 1
+            skip = (
+                shared_until is not None and batch.shared_on is not None and batch.shared_on <= shared_until
+            )
+            if not skip:
+                if batch_size is not None and page and entries + entry_count(batch.fields) > batch_size:
                     has_more = True
                     break
-                entries.extend(data)
+                page.append(batch)
+                entries += entry_count(batch.fields)
             last = seq
-        return UnsyncedUpdate(entries, memo=last, documents_read=read, has_more=has_more)
+        return UnsyncedUpdate(page, memo=last, documents_read=read, has_more=has_more)
+
+    @staticmethod
+    def _read(path: Path) -> StoredBatch:
+        data = path.read_bytes()
+        if path.suffix == ".json":
+            return _decode_legacy(data)
+        return _decode_file(unquote(path.name.split("_", 1)[1].rsplit(".", 1)[0]), data)
 
     def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> WriteResult:
         user_dir = self._user_dir(user_id)
@@ -232,20 +280,30 @@ class FilesystemSharedLog(SharedSyncLog):
             )
         return WriteResult(1)
 
+    def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
+        data = _read_json(self._user_dir(user_id) / "key.json")
+        if data is None:
+            return None
+        try:
+            return {k: bytes.fromhex(v["$hex"]) if isinstance(v, dict) else v for k, v in data.items()}
+        except (TypeError, KeyError, ValueError):
+            return {"damaged": True}
+
+    def put_key_record(self, *, user_id: str, record: Mapping[str, Any], replaces: str | None = None) -> bool:
+        user_dir = self._user_dir(user_id)
+        with self._locked(user_dir):
+            current = self.get_key_record(user_id=user_id)
+            if (current is None) != (replaces is None) or (
+                current is not None and current.get("kid") != replaces
+            ):
+                return False
+            _write_atomically(user_dir / "key.json", json.dumps(header_json(record)).encode())
+        return True
+
     @staticmethod
     def _marker(user_dir: Path, device_id: str) -> int:
         data = _read_json(user_dir / "markers" / f"{_name('device id', device_id)}.json") or {}
         return int(str(data.get("seq", 0)))
-
-
-def _before(body: dict[str, object], shared_until: datetime | None) -> bool:
-    """True for a batch shared at or before ``shared_until``: a late-registered device skips it."""
-    if shared_until is None:
-        return False
-    try:
-        return datetime.fromisoformat(str(body.get("shared_at"))) <= shared_until
-    except ValueError:
-        return False  # no readable time: deliver it, and let sync judge the entries
 
 
 __all__ = ["FilesystemSharedLog"]

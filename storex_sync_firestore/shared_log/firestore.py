@@ -7,8 +7,8 @@ in one place, :func:`translate_errors`.
 
 Cost, in billed document operations (counted in ``stats`` and in the returned values):
 
-* ``write_entries``: one write per packed document (thousands of small entries per document);
-* ``get_unsynced_entries``: the device document, plus one per batch document returned (an empty query is
+* ``write_batches``: one write per batch document (thousands of small entries per document);
+* ``get_unsynced_batches``: the device document, plus one per batch document returned (an empty query is
   billed as one read);
 * ``mark_as_seen``: one write, and none when the marker did not move.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -28,14 +28,13 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from ..errors import PermanentSharedLogError, SharedLogError, TransientSharedLogError, UnknownDeviceError
-from ..models import DeviceInfo, SharedEntry, UnsyncedUpdate, WriteResult
+from ..models import DeviceInfo, StoredBatch, UnsyncedUpdate, WriteResult
 from ..retry import DEFAULT_POLICY, NO_RETRY, RetryPolicy, is_transient
 from . import firestore_layout as layout
-from .base import SharedSyncLog
+from .base import SharedSyncLog, entry_count
 from .firestore_marker import Marker, Position, advance
 
 T = TypeVar("T")
-_DEFAULT: Any = object()
 
 
 _PERMANENT: tuple[tuple[type[gexc.GoogleAPICallError], str, str], ...] = (
@@ -62,6 +61,20 @@ _PERMANENT: tuple[tuple[type[gexc.GoogleAPICallError], str, str], ...] = (
 )
 """Errors retrying cannot fix: what happened, and what to do about it."""
 
+_INVALID_ARGUMENT: tuple[tuple[str, str, str], ...] = (
+    (
+        "invalid jwt",
+        "Firestore rejected the ID token sent with {op}",
+        "pass a Firebase Auth ID token (a JWT) to end_user_client; on the emulator, emulator_id_token(uid)",
+    ),
+    (
+        "error compiling rules",
+        "the security rules do not compile, so Firestore refused {op}",
+        "fix firestore.rules at the line:column named, then restart the emulator (or set_rules) or redeploy",
+    ),
+)
+"""INVALID_ARGUMENT says several unrelated things; these are told apart by their message."""
+
 
 @contextlib.contextmanager
 def translate_errors(operation: str) -> Iterator[None]:
@@ -71,6 +84,12 @@ def translate_errors(operation: str) -> Iterator[None]:
     except SharedLogError:
         raise
     except Exception as exc:
+        if isinstance(exc, gexc.InvalidArgument):
+            for needle, what, hint in _INVALID_ARGUMENT:
+                if needle in str(exc.message).lower():
+                    raise PermanentSharedLogError(
+                        f"{what.format(op=operation)}: {exc.message}", hint=hint
+                    ) from exc
         for kind, what, hint in _PERMANENT:
             if isinstance(exc, kind):
                 message = f"{what.format(op=operation)}: {exc.message}"
@@ -118,21 +137,20 @@ class _Memo:
 class FirestoreSharedLog(SharedSyncLog):
     """Shared log in Firestore under ``{root}/{userId}/...``; see ``firestore_layout`` for the layout.
 
-    ``retry``: omitted = :data:`DEFAULT_POLICY`, ``None`` = one attempt, or a :class:`RetryPolicy`.
+    ``retry``: a :class:`RetryPolicy` (by default :data:`DEFAULT_POLICY`), or ``None`` for one attempt.
     ``timeout``: seconds per Firestore call. ``settle_time``: how long after its ``sharedOn`` a commit is
     assumed to be visible (see ``firestore_marker``); keep it above the commit deadline (``timeout``).
-    ``page_docs``: most batch documents read per ``get_unsynced_entries`` call (bounds memory).
+    ``page_docs``: most batch documents read per ``get_unsynced_batches`` call (bounds memory).
     """
 
     max_batch_bytes: int | None = layout.MAX_BATCH_BYTES
-    max_entry_bytes: int | None = layout.MAX_ENTRY_BYTES
 
     def __init__(
         self,
         client: firestore.Client,
         *,
         root: str = layout.DEFAULT_ROOT,
-        retry: RetryPolicy | None = _DEFAULT,
+        retry: RetryPolicy | None = DEFAULT_POLICY,
         timeout: float | None = 20.0,
         settle_time: timedelta = timedelta(seconds=30),
         page_docs: int = 32,
@@ -140,7 +158,7 @@ class FirestoreSharedLog(SharedSyncLog):
     ) -> None:
         self.client = client
         self.root = layout.validate_id("root collection", root)
-        self.retry = DEFAULT_POLICY if retry is _DEFAULT else (retry or NO_RETRY)
+        self.retry = retry or NO_RETRY
         self.timeout = timeout
         self.settle_time = settle_time
         self.page_docs = page_docs
@@ -171,9 +189,17 @@ class FirestoreSharedLog(SharedSyncLog):
     def _rpc(self) -> dict[str, Any]:
         return {"retry": None, "timeout": self.timeout}
 
+    @property
+    def url(self) -> str:
+        """``firestore://PROJECT[/ROOT]``: how ``open_shared_log`` reopens this log (``init`` keeps it)."""
+        root = "" if self.root == layout.DEFAULT_ROOT else f"/{self.root}"
+        return f"firestore://{self.client.project}{root}"
+
     # ---- devices ----
 
-    def create_device_id(self, *, user_id: str, shared_until: datetime | None = None) -> str:
+    def create_device_id(
+        self, *, user_id: str, shared_until: datetime | None = None, public_key: bytes | None = None
+    ) -> str:
         device_id = uuid.uuid4().hex
         ref = self._device_ref(user_id, device_id)
         start = Marker(Position(shared_until) if shared_until is not None else None)
@@ -183,6 +209,8 @@ class FirestoreSharedLog(SharedSyncLog):
             layout.F_SHARED_UNTIL: shared_until,
             **start.to_fields(),
         }
+        if public_key is not None:
+            body[layout.F_PUBLIC_KEY] = public_key
 
         def create() -> None:
             # AlreadyExists can only be our own earlier attempt that landed: the id is a fresh uuid.
@@ -206,37 +234,43 @@ class FirestoreSharedLog(SharedSyncLog):
         if not snap.exists:
             return None
         data = snap.to_dict() or {}
-        return DeviceInfo(user_id, device_id, data.get(layout.F_SHARED_UNTIL), data.get(layout.F_CREATED_AT))
+        key = data.get(layout.F_PUBLIC_KEY)
+        return DeviceInfo(
+            user_id,
+            device_id,
+            data.get(layout.F_SHARED_UNTIL),
+            data.get(layout.F_CREATED_AT),
+            key if isinstance(key, bytes) else None,
+        )
 
     # ---- writing ----
 
-    def write_entries(self, entries: Sequence[SharedEntry], *, user_id: str, device_id: str) -> WriteResult:
-        if not entries:
+    def write_batches(self, batches: Sequence[StoredBatch], *, user_id: str, device_id: str) -> WriteResult:
+        if not batches:
             return WriteResult(0)
-        packed = layout.pack(entries, device_id)
-        layout.check_commit_size(packed)
-        batches = self._batches(user_id)
-        refs = [batches.document(b.doc_id) for b in packed]
-        what = f"writing {len(entries)} entries of device {device_id!r}"
+        layout.check_commit_size(batches)
+        collection = self._batches(user_id)
+        refs = [collection.document(layout.validate_id("batch id", b.batch_id)) for b in batches]
+        what = f"writing {len(batches)} batches of device {device_id!r}"
 
         def commit(todo: list[int]) -> bool:
             wb = self.client.batch()
             for i in todo:
-                wb.create(refs[i], packed[i].fields(device_id, firestore.SERVER_TIMESTAMP))
+                wb.create(refs[i], {**batches[i].fields, layout.F_SHARED_ON: firestore.SERVER_TIMESTAMP})
             try:
                 wb.commit(**self._rpc())
             except gexc.AlreadyExists:
                 return False
             return True
 
-        todo = list(range(len(packed)))
+        todo = list(range(len(batches)))
         if not self._call(what, lambda: commit(todo)):
-            # An earlier call (or an attempt whose answer was lost) landed. The commit is atomic and ids are
-            # content digests, so normally every document exists and this is a no-op; write any missing.
+            # An earlier call (or an attempt whose answer was lost) landed: ids are content digests, so
+            # what exists is what we meant to write. Write any that are missing.
             snaps = self._call(what, lambda: list(self.client.get_all(refs, **self._rpc())))
             self.stats.add(documents_read=len(refs))
             existing = {s.id for s in snaps if s.exists}
-            todo = [i for i, b in enumerate(packed) if b.doc_id not in existing]
+            todo = [i for i, b in enumerate(batches) if b.batch_id not in existing]
             if not todo:
                 return WriteResult(0)
             if not self._call(what, lambda: commit(todo)):
@@ -249,7 +283,7 @@ class FirestoreSharedLog(SharedSyncLog):
 
     # ---- reading ----
 
-    def get_unsynced_entries(
+    def get_unsynced_batches(
         self, *, user_id: str, device_id: str, batch_size: int | None = None
     ) -> UnsyncedUpdate:
         snap = self._get_device(user_id, device_id) if _valid_id(device_id) else None
@@ -282,17 +316,18 @@ class FirestoreSharedLog(SharedSyncLog):
                     continue
                 data = doc.to_dict() or {}
                 docs.append((Position(data[layout.F_SHARED_ON], doc.id), data))
-                count += len(data.get(layout.F_HLCS) or ())
+                count += entry_count(data)
                 if batch_size is not None and count >= batch_size:
                     return docs, True  # stop reading: the rest of the page is not billed
             return docs, len(docs) >= limit
 
         docs, cut = self._call(f"reading the log of user {user_id!r}", run)
         self.stats.add(documents_read=max(1, len(docs)), queries=1)
-        entries: list[SharedEntry] = []
-        for _pos, data in docs:
-            if data is not None and data.get(layout.F_DEVICE_ID, "") != device_id:
-                entries.extend(layout.unpack(data.get(layout.F_DEVICE_ID, ""), data))
+        batches = [
+            StoredBatch(pos.doc_id or "", {k: v for k, v in data.items() if k != layout.F_SHARED_ON}, pos.ts)
+            for pos, data in docs
+            if data is not None
+        ]
         consumed = [pos for pos, _data in docs]
         if resume is not None and horizon is not None:
             # Mid-session: the pages so far and this one cover everything after pos without gaps, so the
@@ -311,7 +346,7 @@ class FirestoreSharedLog(SharedSyncLog):
         # A session that resumed ends with one full query from the settled position: it picks up batches
         # that became visible behind the pages already read, in this sync rather than the next.
         more = cut or resume is not None
-        return UnsyncedUpdate(entries, memo=memo, documents_read=1 + max(1, len(docs)), has_more=more)
+        return UnsyncedUpdate(batches, memo=memo, documents_read=1 + max(1, len(docs)), has_more=more)
 
     def _unseen_query(self, user_id: str, marker: Marker) -> Any:
         """Batches after the marker's settled position, in (sharedOn, __name__) order (layout.QUERIES)."""
@@ -363,6 +398,40 @@ class FirestoreSharedLog(SharedSyncLog):
     def _end_session(self, user_id: str, device_id: str) -> None:
         with self._sessions_lock:
             self._sessions.pop((user_id, device_id), None)
+
+    # ---- the wrapped data key of an encrypted log ----
+
+    def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
+        ref = self.client.document(*layout.key_path(self.root, user_id))
+        snap = self._call(f"reading the key record of user {user_id!r}", lambda: ref.get(**self._rpc()))
+        self.stats.add(documents_read=1)
+        return (snap.to_dict() or {}) if snap.exists else None
+
+    def put_key_record(self, *, user_id: str, record: Mapping[str, Any], replaces: str | None = None) -> bool:
+        ref = self.client.document(*layout.key_path(self.root, user_id))
+        what = f"storing the key record of user {user_id!r}"
+
+        def create() -> bool:
+            try:
+                ref.create(dict(record), **self._rpc())
+            except gexc.AlreadyExists:
+                return False  # another device (or a lost answer to our own attempt) was first: read it
+            return True
+
+        def replace() -> bool:
+            snap = ref.get(**self._rpc())
+            if not snap.exists or (snap.to_dict() or {}).get("kid") != replaces:
+                return False
+            option = self.client.write_option(last_update_time=snap.update_time)
+            try:
+                ref.update(dict(record), option=option, **self._rpc())
+            except gexc.FailedPrecondition:
+                return False  # changed meanwhile: the caller reads it again
+            return True
+
+        done = self._call(what, create if replaces is None else replace)
+        self.stats.add(documents_written=int(done), commits=1)
+        return done
 
     def with_options(self, **changes: Any) -> FirestoreSharedLog:
         """A copy with other options (same client), e.g. ``log.with_options(retry=None)`` in tests."""

@@ -10,11 +10,21 @@ Why a limited query: a listener keeps every document of its result set in memory
 each on (re)connect; the newest ``WINDOW`` documents bound both. A new batch displaces the oldest one, so
 it still shows up as ``ADDED``. ``WINDOW`` is more than one so that a burst of our own uploads cannot hide
 another device's batch inside one coalesced snapshot.
+
+Two quirks of google-cloud-firestore's ``Watch`` are handled in :func:`_tame` (private API, kept to that
+one function; ``tests/test_continuous.py`` checks it against the installed version): with the server
+unreachable it re-opens its stream in a tight loop (most of a CPU core), and closing it then blocks for a
+second joining a thread stuck in that stream before warning "Background thread did not exit.". Here
+re-opening is throttled as the library's own ``throttle_reopen`` option would (it is not exposed), and
+unsubscribing returns at once: the closing happens on a daemon thread, whose warning is dropped (the stuck
+thread is a daemon that ends with its call or with the process).
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,12 +32,41 @@ from . import firestore_layout as layout
 
 log = logging.getLogger(__name__)
 WINDOW = 20
+_CLOSER = "storex-sync-unsubscribe"
+
+
+class _QuietCloser(logging.Filter):
+    """Drops the bidi module's "Background thread did not exit." when our closing thread logs it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.threadName == _CLOSER and "did not exit" in record.getMessage())
+
+
+def _tame(watch: Any) -> Callable[[], None]:
+    """Throttle the listener's reconnects and return an unsubscribe that does not block."""
+    from google.api_core import bidi
+
+    rpc = getattr(watch, "_rpc", None)
+    if rpc is not None and hasattr(rpc, "_reopen_throttle"):
+        window = datetime.timedelta(seconds=10)
+        rpc._reopen_throttle = bidi._Throttle(access_limit=5, time_window=window)  # type: ignore[no-untyped-call]
+    else:  # a newer client without these internals: it still works, only without the throttle
+        log.debug("google-cloud-firestore's Watch has no _rpc._reopen_throttle; reconnects not throttled")
+    bidi_log = logging.getLogger(bidi.__name__)
+    if not any(isinstance(f, _QuietCloser) for f in bidi_log.filters):
+        bidi_log.addFilter(_QuietCloser())
+
+    def unsubscribe() -> None:
+        threading.Thread(target=watch.unsubscribe, name=_CLOSER, daemon=True).start()
+
+    return unsubscribe
 
 
 def watch_uploads(
     shared_log: Any, *, user_id: str, device_id: str, callback: Callable[[], None]
 ) -> Callable[[], None]:
-    """Call ``callback()`` whenever a device other than ``device_id`` adds a batch; return an unsubscribe.
+    """Call ``callback()`` whenever a device other than ``device_id`` adds a batch; return an unsubscribe
+    (which returns at once, whatever the network does).
 
     ``shared_log`` is a :class:`~.firestore.FirestoreSharedLog` (its ``client`` and ``root`` are used).
     The first snapshot (what is already there) rings once too, which is harmless.
@@ -45,8 +84,7 @@ def watch_uploads(
         except Exception:  # an exception here would kill the listener thread silently
             log.exception("the shared-log listener callback failed")
 
-    watch = query.on_snapshot(on_snapshot)
-    return watch.unsubscribe  # type: ignore[no-any-return]
+    return _tame(query.on_snapshot(on_snapshot))
 
 
 __all__ = ["WINDOW", "watch_uploads"]

@@ -6,7 +6,11 @@ the emulator serving. The emulator keeps data in memory only; ``export``/``seed_
 restart it without losing what was written.
 
 Missing java or a missing jar raises :class:`EmulatorError` with the install command: tests that need the
-emulator fail loudly instead of being skipped.
+emulator fail loudly instead of being skipped. So does a rules file that does not compile: the emulator
+itself would only log that, and fail every request later with a message about something else.
+
+``storex-sync emulator`` runs one in the foreground for manual use. :func:`write_firebase_launcher` makes
+firebase-tools (``firebase emulators:exec``) use the same jar on Java 17 (see ``emulator/README.md``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,6 +34,8 @@ DEFAULT_JAR = Path("/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/
 JAR_ENV = "STOREX_FIRESTORE_EMULATOR_JAR"
 MAIN_CLASS = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
 INSTALL_HINT = "apt-get install openjdk-17-jre-headless google-cloud-cli-firestore-emulator"
+#: The project whose rules are replaced to compile the rules file at start (projects are isolated).
+RULES_CHECK_PROJECT = "storex-rules-check"
 
 
 class EmulatorError(RuntimeError):
@@ -73,6 +80,29 @@ def load_firebase_json(path: str | Path) -> dict[str, Any]:
     }
 
 
+def configured_emulator(
+    config: str | Path | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    rules: str | Path | None = None,
+) -> FirestoreEmulator:
+    """The emulator ``storex-sync emulator`` runs: the options given, else those of ``config`` (by default
+    ``./firebase.json`` if there is one), else 127.0.0.1:8080 with ``./firestore.rules`` if there is one.
+    ``port=0`` picks a free port."""
+    if config is None and Path("firebase.json").is_file():
+        config = Path("firebase.json")
+    settings: dict[str, Any] = {"host": "127.0.0.1", "port": 8080, "rules": None}
+    if config is not None:
+        settings = load_firebase_json(config)
+    if settings["rules"] is None and Path("firestore.rules").is_file():
+        settings["rules"] = "firestore.rules"
+    chosen_port = settings["port"] if port is None else port
+    return FirestoreEmulator(
+        host=host or settings["host"], port=chosen_port or None, rules=rules or settings["rules"]
+    )
+
+
 class FirestoreEmulator:
     """One emulator JVM on ``host:port``; a context manager that starts it and stops it by PID.
 
@@ -103,6 +133,21 @@ class FirestoreEmulator:
         self._log_dir = tempfile.mkdtemp(prefix="firestore-emulator-")
         self.log_path = Path(self._log_dir) / "emulator.log"
 
+    @classmethod
+    def attach(cls, host_port: str, *, rules: str | Path | None = None) -> FirestoreEmulator:
+        """An emulator someone else started (``FIRESTORE_EMULATOR_HOST``): wiped and given rules like ours,
+        never stopped by us. Raises if nothing answers there."""
+        host, _, port = host_port.rpartition(":")
+        if not host or not port.isdigit():
+            raise EmulatorError(f"FIRESTORE_EMULATOR_HOST={host_port!r} is not HOST:PORT")
+        emulator = cls(host=host, port=int(port), rules=rules)
+        if not emulator.is_ready():
+            raise EmulatorError(
+                f"FIRESTORE_EMULATOR_HOST={host_port} names no running emulator; start one there "
+                "(storex-sync emulator) or unset it to let the tests start their own"
+            )
+        return emulator
+
     @property
     def host_port(self) -> str:
         """``host:port``, the value for ``FIRESTORE_EMULATOR_HOST``."""
@@ -126,9 +171,13 @@ class FirestoreEmulator:
         """Start the JVM and wait until ``GET /`` answers ``Ok``; raise with the log tail on failure."""
         if self.process is not None and self.process.poll() is None:
             return self
+        if self.rules and not Path(self.rules).is_file():
+            raise EmulatorError(f"the rules file {self.rules} does not exist")
         cmd = self.command()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log_path, "ab") as log:  # cwd: whatever the JVM leaves behind lands with its log
+            self.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self._log_dir
+            )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -137,6 +186,7 @@ class FirestoreEmulator:
                     f"{self.host_port}:\n{self.log_tail()}"
                 )
             if self.is_ready():
+                self._check_rules()
                 return self
             time.sleep(0.1)
         self.stop()
@@ -144,6 +194,22 @@ class FirestoreEmulator:
             f"Firestore emulator did not answer on {self.host_port} within {self.start_timeout:.0f} s:\n"
             f"{self.log_tail()}"
         )
+
+    def _check_rules(self) -> None:
+        """Compile the rules file by loading it into a scratch project: the emulator reports a syntax
+        error in ``--rules`` nowhere, and then fails every request with "Error compiling rules"."""
+        if not self.rules:
+            return
+        try:
+            self.set_rules(RULES_CHECK_PROJECT, Path(self.rules).read_text())
+        except EmulatorError as exc:
+            self.stop()
+            detail = str(exc).split(": ", 1)[-1]
+            try:
+                errors = json.loads(detail)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                errors = detail
+            raise EmulatorError(f"the rules in {self.rules} do not compile: {errors}") from exc
 
     def is_ready(self) -> bool:
         """True when the emulator answers ``Ok`` on ``GET /``."""
@@ -217,3 +283,27 @@ class FirestoreEmulator:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def write_firebase_launcher(directory: str | Path) -> Path:
+    """A launcher jar for firebase-tools' ``FIRESTORE_EMULATOR_BINARY_PATH``, written into ``directory``.
+
+    firebase-tools starts the emulator as ``java -jar PATH``; the Debian jar has no ``Main-Class``, so this
+    tiny jar names it and puts the real jar on its ``Class-Path``. It lives in a writable place because
+    firebase-tools chmods it. Written only when missing or pointing at another jar.
+    """
+    jar = find_jar().resolve()
+    manifest = f"Manifest-Version: 1.0\r\nMain-Class: {MAIN_CLASS}\r\nClass-Path: {jar.as_uri()}\r\n\r\n"
+    path = Path(directory).resolve() / "firestore-emulator-launcher.jar"
+    try:
+        with zipfile.ZipFile(path) as existing:
+            if existing.read("META-INF/MANIFEST.MF").decode() == manifest:
+                return path
+    except (OSError, KeyError, zipfile.BadZipFile):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with zipfile.ZipFile(partial, "w") as launcher:
+        launcher.writestr("META-INF/MANIFEST.MF", manifest)
+    partial.replace(path)
+    return path
