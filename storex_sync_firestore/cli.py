@@ -262,8 +262,11 @@ def watch(db_url: str, interval: float | None, timeout: float | None) -> None:
         signal.signal(signum, lambda *_: done.set())
     runner.start()
     click.echo(f"watching {db_url} through {state['log']}; Ctrl-C to stop")
-    while not done.wait(0.5):
+    while not done.wait(0.5) and runner.running:
         pass
+    if runner.error is not None:  # retrying cannot fix it: stop with the error (reported once already)
+        runner.stop(timeout=STOP_GRACE)
+        raise click.exceptions.Exit(1)
     if runner.stop(timeout=STOP_GRACE):
         click.echo("stopped")
         return
@@ -289,7 +292,7 @@ def _report_watch(
     took = time.monotonic() - started
     if error is not None:
         wait = runner.next_retry_in
-        again = f"; trying again in {wait:.1f} s" if wait is not None else ""
+        again = "; stopped, retrying cannot fix this" if wait is None else f"; trying again in {wait:.1f} s"
         click.echo(f"{stamp} sync failed: {_one_line(error)}{again}", err=True)
     elif summary is not None and (summary.sent or summary.received or summary.applied or summary.set_aside):
         s = summary

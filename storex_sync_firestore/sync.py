@@ -21,14 +21,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from . import client_log, constraints, policy, quarantine, resolutions, schema
+from . import client_log, constraints, policy, quarantine, resolutions, retry, schema
 from .apply import ApplyResult
 from .capture.base import TableInfo
 from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, dumps
 from .database import SyncedDatabase
 from .encryption import DataKey
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ContendedError
 from .events import SyncEvents
 from .models import LogEntry, Operation, SyncSummary, WriteResult
 from .reconcile import ObjectHistory, Reconciler, reconcile_sync_log
@@ -313,10 +313,14 @@ def _reconcile(
         if schema.adopt_dropped(conn, run.db.dialect, dropped, run.now_ms()):
             run.db.forget_tables()
     while True:
-        try:
-            passed = _reconcile_pass(run, reconciler, processor, max_objects)
-        except _RaceError:
-            continue  # an application write raced the pass: it was rolled back; go again, seeing it
+        # An application write that races a pass rolls it back; the next attempt sees it. Bounded, so a
+        # row the application rewrites without pause ends the sync with a (transient) error.
+        passed = retry.bounded_retries(
+            lambda: _reconcile_pass(run, reconciler, processor, max_objects),
+            lost=_RaceError,
+            attempts=RACE_ATTEMPTS,
+            give_up=_contended,
+        )
         if passed is None:
             return True
         run.summary.applied += passed.result.applied
@@ -338,6 +342,18 @@ def _reconcile(
 
 class _RaceError(Exception):
     """An application write to a row being reconciled committed during the apply."""
+
+
+RACE_ATTEMPTS = 20
+"""Reconcile passes tried in a row while application writes keep racing them."""
+
+
+def _contended(attempts: int) -> ContendedError:
+    return ContendedError(
+        f"the application wrote rows being reconciled during each of {attempts} attempts; nothing was "
+        "lost (every pass rolled back whole) and what was received waits to be applied",
+        hint="sync again when the application writes less; 'watch' retries on its own",
+    )
 
 
 @dataclass(slots=True)

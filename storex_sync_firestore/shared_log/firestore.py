@@ -29,12 +29,31 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from ..errors import PermanentSharedLogError, SharedLogError, TransientSharedLogError, UnknownDeviceError
 from ..models import DeviceInfo, StoredBatch, UnsyncedUpdate, WriteResult
-from ..retry import DEFAULT_POLICY, NO_RETRY, RetryPolicy, is_transient
+from ..retry import DEFAULT_POLICY, NO_RETRY, TRANSIENT_ERRORS, RetryPolicy
 from . import firestore_layout as layout
 from .base import SharedSyncLog, entry_count
 from .firestore_marker import Marker, Position, advance
 
 T = TypeVar("T")
+
+#: google.api_core errors for UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED and INTERNAL. Our
+#: writes are idempotent (deterministic ids, create-only), so DEADLINE_EXCEEDED and ABORTED on commit are
+#: retried too, which the client deliberately does not.
+GOOGLE_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.Aborted,
+    gexc.ResourceExhausted,
+    gexc.InternalServerError,
+    gexc.RetryError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a Firestore call that failed with ``exc`` may succeed if tried again."""
+    if isinstance(exc, SharedLogError):
+        return exc.transient
+    return isinstance(exc, GOOGLE_TRANSIENT_ERRORS + TRANSIENT_ERRORS)
 
 
 _PERMANENT: tuple[tuple[type[gexc.GoogleAPICallError], str, str], ...] = (
@@ -174,11 +193,26 @@ class FirestoreSharedLog(SharedSyncLog):
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
         """Run one Firestore call under the retry policy, translating errors at this single edge."""
-        kwargs: dict[str, Any] = {"on_retry": lambda _state: self.stats.add(retries=1)}
+        kwargs: dict[str, Any] = {
+            "on_retry": lambda _state: self.stats.add(retries=1),
+            "transient": is_transient,
+        }
         if self._sleep is not None:
             kwargs["sleep"] = self._sleep
         with translate_errors(operation):
             return self.retry.call(fn, **kwargs)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Which of this backend's errors are transient (the optional protocol part ``retry.classify``
+        asks): Google's UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED and INTERNAL."""
+        return is_transient(exc)
+
+    def subscribe(self, *, user_id: str, device_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Push notification (the optional protocol part ``watch`` uses): a snapshot listener that calls
+        ``callback()`` when another device uploads; see :mod:`.firestore_watch`."""
+        from .firestore_watch import watch_uploads
+
+        return watch_uploads(self, user_id=user_id, device_id=device_id, callback=callback)
 
     def _device_ref(self, user_id: str, device_id: str) -> Any:
         return self.client.document(*layout.device_path(self.root, user_id, device_id))

@@ -235,7 +235,6 @@ class SharedSyncLogConformance:
 
 
 def _wait_past(instant: datetime) -> None:
-    import time
+    from ..retry import wait_until
 
-    while datetime.now(UTC) <= instant:
-        time.sleep(0.001)
+    assert wait_until(lambda: datetime.now(UTC) > instant, timeout=5.0, interval=0.001)
