@@ -71,6 +71,61 @@ class SharedSyncLog(Protocol):
         """
         ...
 
+    def list_batches(self, *, user_id: str) -> Sequence[StoredBatch]:
+        """Every batch document the log holds, in upload order (for compaction and ``status``)."""
+        ...
+
+    def delete_batches(self, batch_ids: Sequence[str], *, user_id: str) -> WriteResult:
+        """Delete these batches (compaction). Idempotent: ids already gone are skipped and not counted.
+
+        Read markers stay valid: a device reading past a deleted batch simply does not get it.
+        """
+        ...
+
+    def touch_device(
+        self,
+        *,
+        user_id: str,
+        device_id: str,
+        frontier: Mapping[str, int],
+        compacted: Mapping[str, int] | None = None,
+    ) -> WriteResult:
+        """Record that ``device_id`` is alive now (``last_seen``), with its frontier (per origin device,
+        the highest clock of the batches it has stored) and, from a compaction, how far it deleted.
+
+        Each device writes only its own record; ``compacted`` left out keeps the stored one."""
+        ...
+
+    def list_devices(self, *, user_id: str) -> Sequence[DeviceInfo]:
+        """Every device of the user, with liveness, frontier and compaction records."""
+        ...
+
+    def write_snapshot_chunks(
+        self, snapshot_id: str, chunks: Sequence[StoredBatch], *, user_id: str, device_id: str
+    ) -> WriteResult:
+        """Store chunk documents of snapshot ``snapshot_id`` (create-only, idempotent by chunk id).
+
+        Chunks are invisible to readers until the snapshot's manifest exists."""
+        ...
+
+    def write_snapshot_manifest(self, manifest: StoredBatch, *, user_id: str, device_id: str) -> WriteResult:
+        """Store a snapshot's manifest (id ``manifest.batch_id``, the snapshot id), written after all its
+        chunks: from then on the snapshot is complete. Create-only and idempotent."""
+        ...
+
+    def list_snapshots(self, *, user_id: str) -> Sequence[StoredBatch]:
+        """The manifests (complete snapshots), with ``shared_on`` the time each was stored."""
+        ...
+
+    def get_snapshot_chunks(self, snapshot_id: str, *, user_id: str) -> Sequence[StoredBatch]:
+        """The chunk documents stored for ``snapshot_id``, by id."""
+        ...
+
+    def delete_snapshot(self, snapshot_id: str, *, user_id: str) -> WriteResult:
+        """Delete a snapshot: its manifest first (it is no longer complete), then its chunks. Idempotent;
+        also removes the chunks of a snapshot whose manifest was never written."""
+        ...
+
     def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
         """See :class:`KeyRecords`."""
         ...
