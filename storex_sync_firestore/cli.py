@@ -245,17 +245,24 @@ def sync(db_url: str, timeout: float | None, as_json: bool) -> None:
     metavar="SECONDS",
     help="Poll the shared log this often (default: 2; 60 with Firestore, which also pushes changes).",
 )
+@click.option(
+    "--compact",
+    "compact_log",
+    is_flag=True,
+    help="Also compact the shared log about once a day (as 'storex-sync compact' with its defaults).",
+)
 @timeout_option
-def watch(db_url: str, interval: float | None, timeout: float | None) -> None:
+def watch(db_url: str, interval: float | None, timeout: float | None, compact_log: bool) -> None:
     """Keep syncing until Ctrl-C: soon after a local change or another device's upload."""
     from . import commands
     from .continuous import ContinuousSync
 
     db = commands.open_database(db_url)
     state = commands.initialized_state(db)
-    runner = ContinuousSync(
-        db, commands.open_log(state["log"], timeout=timeout), remote_poll_interval=interval
-    )
+    shared_log = commands.open_log(state["log"], timeout=timeout)
+    runner = ContinuousSync(db, shared_log, remote_poll_interval=interval)
+    if compact_log:
+        runner.events.on("sync_finished", lambda **kw: _compact_after(db, shared_log, **kw))
     started: dict[str, float] = {}
     runner.events.on("sync_started", lambda: started.update(at=time.monotonic()))
     runner.events.on("sync_finished", lambda **kw: _report_watch(runner, started.get("at", 0.0), **kw))
@@ -284,6 +291,23 @@ def watch(db_url: str, interval: float | None, timeout: float | None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _compact_after(db: Any, shared_log: Any, *, summary: SyncSummary | None, **_: Any) -> None:
+    """After a successful sync in ``watch --compact``: compact if a day passed since the last time."""
+    from .compaction import compact_if_due
+
+    if summary is None or not summary.finished:
+        return
+    try:
+        done = compact_if_due(db, shared_log)
+    except Exception as exc:  # reported; the next day's attempt tries again, syncing goes on
+        click.echo(f"compaction failed: {_one_line(exc)}", err=True)
+        return
+    if done is not None and done.batches_deleted:
+        click.echo(
+            f"compacted: deleted {done.batches_deleted} batches, {done.snapshots_deleted} old snapshots"
+        )
 
 
 def _report_watch(

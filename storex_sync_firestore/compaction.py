@@ -140,4 +140,39 @@ def compact(
     return done
 
 
-__all__ = ["DEFAULT_GRACE", "DEFAULT_OLDER_THAN", "DEFAULT_RETENTION", "Compacted", "compact"]
+COMPACT_EVERY = timedelta(days=1)
+"""How often ``watch --compact`` compacts."""
+
+
+def compact_if_due(
+    db: SyncedDatabase,
+    shared_log: SharedSyncLog,
+    *,
+    every: timedelta = COMPACT_EVERY,
+    older_than: timedelta = DEFAULT_OLDER_THAN,
+    retention: timedelta = DEFAULT_RETENTION,
+) -> Compacted | None:
+    """Compact if this device has not done so for ``every`` (state ``compacted_at``); for ``watch``.
+
+    Without a snapshot in the log there is nothing to compact yet: None, and no error."""
+    now = datetime.now(UTC)
+    with db.transaction(write=False) as conn:
+        last = float(db.get_state(conn, "compacted_at") or 0)
+    if now.timestamp() - last < every.total_seconds():
+        return None
+    if not shared_log.list_snapshots(user_id=db.state().get("user_id") or ""):
+        return None
+    done = compact(db, shared_log, now=now, older_than=older_than, retention=retention)
+    with db.transaction() as conn:
+        db.set_state(conn, "compacted_at", now.timestamp())
+    return done
+
+
+__all__ = [
+    "DEFAULT_GRACE",
+    "DEFAULT_OLDER_THAN",
+    "DEFAULT_RETENTION",
+    "Compacted",
+    "compact",
+    "compact_if_due",
+]

@@ -77,7 +77,7 @@ def test_a_device_away_past_its_retention_keeps_its_offline_edits_and_resurrects
     a.sql("UPDATE notes SET title = 'edited on a' WHERE id = 'a1'")
     for i in range(3):
         a.sql("UPDATE notes SET rank = ? WHERE id = 'b0'", 100 + i)
-        a.sync()
+        a.sync(cleanup_after_reconcile=tombstones_pruned)
     write_snapshot(a.db, backend_log)
     done = compact(a.db, backend_log, older_than=timedelta(0), retention=timedelta(0), now=NOW() + LATER)
     assert done.batches_deleted > 0 and b.device_id in done.inactive_devices
