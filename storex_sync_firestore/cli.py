@@ -102,7 +102,12 @@ def cli(debug: bool, verbose: bool) -> None:
 @db_option
 @click.option("--tables", help="Comma-separated tables to sync (optional when re-running init).")
 @click.option("--user", "user_id", help="The user whose devices share the log (default: kept, else $USER).")
-@click.option("--log", "log_url", metavar="LOG", help="firestore://PROJECT[/ROOT], a folder, or memory://.")
+@click.option(
+    "--log",
+    "log_url",
+    metavar="LOG",
+    help="firestore://PROJECT[/ROOT], a folder, memory://, or another scheme that an installed backend adds.",
+)
 @click.option("--new-device", is_flag=True, help="Register as a new device, forgetting the stored id.")
 @click.option(
     "--switch-user",

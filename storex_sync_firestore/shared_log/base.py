@@ -5,12 +5,13 @@ far it has read. Backends implement storage only: they keep a batch's fields exa
 them untouched. Encoding, signing, verification, batching, byte limits and retries of whole syncs live
 above them (``shared_log.format``, ``validate``, ``sync``), so that every backend behaves the same and a
 hostile document is judged the same way whichever backend it came through. ``testing.conformance``
-checks a backend against this contract; run it for any backend you write.
+checks a backend against this contract; run it for any backend you write, and register it by URL scheme
+(``shared_log.backends``). Two parts are optional: :class:`Subscribable` and :class:`JudgesErrors`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -150,6 +151,29 @@ class KeyRecords(Protocol):
         the stored record is another key's.
         """
         ...
+
+
+class Subscribable(Protocol):
+    """Optional: push notification. ``watch`` (``ContinuousSync``) uses it when a backend has it, and
+    otherwise asks the log every few seconds whether it holds anything new."""
+
+    def subscribe(self, *, user_id: str, device_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` (on any thread; it must return quickly and must not touch the database)
+        soon after a device other than ``device_id`` writes a batch; return an unsubscribe function, which
+        returns at once. A missed or repeated call may cost a sync, never an entry: the sync reads the log
+        the usual way."""
+        ...
+
+
+class JudgesErrors(Protocol):
+    """Optional: which of the backend's own exceptions are transient (trying again may succeed).
+
+    ``retry.classify`` asks it after the package's own rules (``SyncError.transient``, connection errors
+    and time-outs); a backend that translates its errors into ``TransientSharedLogError`` and
+    ``PermanentSharedLogError`` at its edge needs none.
+    """
+
+    def is_transient(self, exc: BaseException) -> bool: ...
 
 
 def entry_count(fields: Mapping[str, Any]) -> int:
