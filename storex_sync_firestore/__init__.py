@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .devices import register_device
     from .errors import (
         ConfigurationError,
+        ContendedError,
         DamagedDatabaseError,
         DoubleCreateError,
         EntryTooLargeError,
@@ -70,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "Conflict": ".models",
     "ContinuousSync": ".continuous",
     "DeviceInfo": ".models",
+    "ContendedError": ".errors",
     "DoubleCreateError": ".errors",
     "EntryTooLargeError": ".errors",
     "FilesystemSharedLog": ".shared_log",
@@ -117,6 +119,7 @@ __all__ = [
     "ColumnInfo",
     "ConfigurationError",
     "Conflict",
+    "ContendedError",
     "ContinuousSync",
     "DamagedDatabaseError",
     "DeviceInfo",

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .capture.base import CaptureDialect, TableInfo, quote, savepoint
-from .codec import decode_value, dumps
+from .codec import decode_value, dumps, preview
 from .errors import InvalidEntryError
 from .models import Json, Operation
 
@@ -75,7 +75,9 @@ def _params(op: Operation, table: TableInfo, dialect: CaptureDialect) -> dict[st
         try:
             values.append(dialect.to_db(column, decode_value(raw)))
         except (ValueError, TypeError, ArithmeticError, InvalidEntryError) as exc:
-            raise _UnapplicableError(f"column {table.name}.{column.name} cannot hold {raw!r}: {exc}") from exc
+            raise _UnapplicableError(
+                f"column {table.name}.{column.name} cannot hold {preview(raw)}: {exc}"
+            ) from exc
     return {f"p{i}": v for i, v in enumerate(values)}
 
 

@@ -102,7 +102,12 @@ def cli(debug: bool, verbose: bool) -> None:
 @db_option
 @click.option("--tables", help="Comma-separated tables to sync (optional when re-running init).")
 @click.option("--user", "user_id", help="The user whose devices share the log (default: kept, else $USER).")
-@click.option("--log", "log_url", metavar="LOG", help="firestore://PROJECT[/ROOT], a folder, or memory://.")
+@click.option(
+    "--log",
+    "log_url",
+    metavar="LOG",
+    help="firestore://PROJECT[/ROOT], a folder, memory://, or another scheme that an installed backend adds.",
+)
 @click.option("--new-device", is_flag=True, help="Register as a new device, forgetting the stored id.")
 @click.option(
     "--switch-user",
@@ -262,8 +267,11 @@ def watch(db_url: str, interval: float | None, timeout: float | None) -> None:
         signal.signal(signum, lambda *_: done.set())
     runner.start()
     click.echo(f"watching {db_url} through {state['log']}; Ctrl-C to stop")
-    while not done.wait(0.5):
+    while not done.wait(0.5) and runner.running:
         pass
+    if runner.error is not None:  # retrying cannot fix it: stop with the error (reported once already)
+        runner.stop(timeout=STOP_GRACE)
+        raise click.exceptions.Exit(1)
     if runner.stop(timeout=STOP_GRACE):
         click.echo("stopped")
         return
@@ -289,7 +297,7 @@ def _report_watch(
     took = time.monotonic() - started
     if error is not None:
         wait = runner.next_retry_in
-        again = f"; trying again in {wait:.1f} s" if wait is not None else ""
+        again = "; stopped, retrying cannot fix this" if wait is None else f"; trying again in {wait:.1f} s"
         click.echo(f"{stamp} sync failed: {_one_line(error)}{again}", err=True)
     elif summary is not None and (summary.sent or summary.received or summary.applied or summary.set_aside):
         s = summary

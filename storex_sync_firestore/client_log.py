@@ -11,24 +11,27 @@ so a duplicate delivery changes nothing. ``sqlite3 app.db 'select * from _sync_l
 from __future__ import annotations
 
 import functools
-import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, text
 
 from .capture.base import CAPTURE_TABLE, LOG_TABLE, OUTBOX_TABLE, QUARANTINE_TABLE, CaptureDialect, TableInfo
-from .clock import HybridLogicalClock
-from .codec import JsonSerializer, Serializer, dumps, entry_payload
+from .clock import HybridLogicalClock, wall_clock_ms
+from .codec import JsonSerializer, Serializer, dumps, entry_payload, loads
 from .encryption import DataKey
+from .errors import InvalidEntryError
 from .models import LogEntry, StoredBatch
-from .quarantine import quarantine
+from .quarantine import quarantine, quarantine_received
 from .reconcile import ObjectHistory, retained_keys
 from .shared_log import format as fmt
 from .signing import DeviceKey
+from .validate import MAX_ENTRY_DEPTH, SetAside, json_depth
+
+log = logging.getLogger(__name__)
 
 WITHHELD = -1
 STAMP_CHUNK = 20_000
@@ -53,17 +56,38 @@ def _many(conn: Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> Non
 
 
 def _entry(row: Sequence[object]) -> LogEntry:
-    # The log's own text, written by codec.dumps (no integer beyond 64 bits): orjson reads it exactly.
+    """A stored row as an entry, read with the codec that wrote it (the receive stage's depth limits).
+
+    Raises ``InvalidEntryError`` for a row that does not read back (one an older version stored).
+    """
     _seq, device_id, hlc, tbl, pk, op, value, pending = row
+    try:
+        key = loads(str(pk))
+        values = None if value is None else loads(str(value))
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidEntryError(f"the stored entry does not read back: {exc}") from exc
+    if not isinstance(key, list) or not key or not (values is None or isinstance(values, dict)):
+        raise InvalidEntryError("the stored entry's key or values have the wrong shape")
+    for raw, parsed in ((pk, key), (value, values)):  # str.count first: a full walk only when it may nest
+        if (
+            parsed is not None
+            and _brackets(str(raw)) > MAX_ENTRY_DEPTH
+            and json_depth(parsed) > MAX_ENTRY_DEPTH
+        ):
+            raise InvalidEntryError("the stored entry nests deeper than the receive stage allows")
     return LogEntry(
         str(device_id),
         int(hlc),  # type: ignore[call-overload]
         str(tbl),
-        tuple(orjson.loads(str(pk))),
+        tuple(key),
         op,  # type: ignore[arg-type]
-        None if value is None else orjson.loads(str(value)),
+        values,
         bool(pending),
     )
+
+
+def _brackets(text: str) -> int:
+    return text.count("[") + text.count("{")
 
 
 def stamp_pending(
@@ -134,7 +158,7 @@ def planned(conn: Connection) -> PlannedUpload | None:
     if row is None:
         return None
     batch_id, first, last, header, payload = row
-    fields = fmt.from_header_json(json.loads(header), bytes(payload))
+    fields = fmt.from_header_json(loads(header), bytes(payload))
     return PlannedUpload(
         StoredBatch(str(batch_id), fields), (int(first), int(last)), int(fields[fmt.F_COUNT])
     )
@@ -213,7 +237,7 @@ def plan_upload(
             "b": batch_id,
             "first": clocks[0],
             "last": clocks[1],
-            "h": json.dumps(fmt.header_json(fields)),
+            "h": dumps(fmt.header_json(fields)),
             "p": fields[fmt.F_PAYLOAD],
         },
     )
@@ -368,17 +392,21 @@ def load_histories(conn: Connection, max_objects: int) -> list[ObjectHistory]:
 
     Objects come in the order their entries arrived, which is the order they were made: a parent row
     created before its children is applied in the same or an earlier pass, so foreign keys hold.
+    Rows that do not read back are set aside (see ``_group``), and the next objects are read instead.
     """
-    rows = conn.execute(
-        text(
-            f"SELECT {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))} FROM {LOG_TABLE} l "
-            f"JOIN (SELECT DISTINCT tbl, pk FROM (SELECT tbl, pk FROM {LOG_TABLE} "
-            "WHERE needs_integration = 1 ORDER BY seq LIMIT :n) AS pending) o "
-            "ON l.tbl = o.tbl AND l.pk = o.pk"
-        ),
-        {"n": max_objects},
-    ).all()
-    return _group(rows)
+    while True:
+        rows = conn.execute(
+            text(
+                f"SELECT {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))} FROM {LOG_TABLE} l "
+                f"JOIN (SELECT DISTINCT tbl, pk FROM (SELECT tbl, pk FROM {LOG_TABLE} "
+                "WHERE needs_integration = 1 ORDER BY seq LIMIT :n) AS pending) o "
+                "ON l.tbl = o.tbl AND l.pk = o.pk"
+            ),
+            {"n": max_objects},
+        ).all()
+        histories = _group(conn, rows)
+        if histories or not rows:
+            return histories
 
 
 def load_pending_rows(conn: Connection, max_objects: int, tables: Sequence[str]) -> list[Row]:
@@ -407,9 +435,9 @@ def mark_integrated_rows(conn: Connection, seqs: Sequence[int]) -> int:
     return len(seqs)
 
 
-def histories_of(rows: Iterable[Sequence[Any]]) -> list[ObjectHistory]:
+def histories_of(conn: Connection, rows: Iterable[Sequence[Any]]) -> list[ObjectHistory]:
     """The histories of raw log rows (as ``load_pending_rows`` reads them), for the per-object path."""
-    return _group(rows)
+    return _group(conn, rows)
 
 
 def load_objects(
@@ -431,7 +459,7 @@ def load_objects(
             text(f"SELECT {_COLUMNS}, shared_on FROM {LOG_TABLE} WHERE (tbl, pk) IN (VALUES {values})"),
             params,
         ).all()
-    histories = _group(rows)
+    histories = _group(conn, rows)
     if with_state:
         settled = {(int(r[2]), str(r[1])) for r in rows if r[8] != 0 and not r[7]}
         histories = [
@@ -440,12 +468,38 @@ def load_objects(
     return histories
 
 
-def _group(rows: Iterable[Sequence[Any]]) -> list[ObjectHistory]:
-    """Group log rows by object, keyed by the stored (canonical) key text."""
+def _group(conn: Connection, rows: Iterable[Sequence[Any]]) -> list[ObjectHistory]:
+    """Group log rows by object, keyed by the stored (canonical) key text.
+
+    A row that does not read back (stored by an older version with laxer checks: a value nesting
+    deeper than the codec reads) is set aside and removed from the log, as the receive stage sets such
+    an entry aside today: every device, old or new, reconciles the object without it, and nothing
+    stored can stop the other objects from syncing.
+    """
     groups: dict[tuple[str, str], list[LogEntry]] = defaultdict(list)
+    unreadable: list[tuple[Sequence[Any], str]] = []
     for r in rows:
-        groups[(str(r[3]), str(r[4]))].append(_entry(r[:8]))
+        try:
+            entry = _entry(r[:8])
+        except InvalidEntryError as exc:
+            unreadable.append((r, str(exc)))
+            continue
+        groups[(str(r[3]), str(r[4]))].append(entry)
+    if unreadable:
+        _set_aside_unreadable(conn, unreadable)
     return [ObjectHistory(t, es[0].pk, tuple(es), pk_json=k) for (t, k), es in groups.items()]
+
+
+def _set_aside_unreadable(conn: Connection, rows: Sequence[tuple[Sequence[Any], str]]) -> None:
+    """Move stored rows that do not read back to the quarantine, their text kept as it was."""
+    items = []
+    for r, reason in rows:
+        log.warning("set aside stored entry %s@%s of %s: %s", r[1], r[2], r[3], reason)
+        value = "null" if r[6] is None else r[6]
+        body = f'{{"op":{dumps(str(r[5]))},"table":{dumps(str(r[3]))},"pk":{r[4]},"value":{value}}}'
+        items.append(SetAside(str(r[1]), int(r[2]), body, reason[:1_000]))
+    quarantine_received(conn, items, wall_clock_ms())
+    _many(conn, f"DELETE FROM {LOG_TABLE} WHERE seq = ?", [(int(r[0]),) for r, _ in rows])
 
 
 def mark_integrated(conn: Connection, entries: Iterable[LogEntry]) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,16 @@ from .models import OPS, Json, LogEntry
 def dumps(value: Any) -> str:
     """The canonical encoding: the same text for the same value on every device, backend and path."""
     return orjson.dumps(value).decode()
+
+
+_PREVIEW = reprlib.Repr()
+_PREVIEW.maxlevel, _PREVIEW.maxstring, _PREVIEW.maxother = 4, 80, 80
+
+
+def preview(value: Any) -> str:
+    """A short repr for messages: bounded in depth and length, so a hostile value nesting a thousand
+    levels cannot exhaust the stack while its error is being written."""
+    return _PREVIEW.repr(value)
 
 
 def loads(text: str | bytes) -> Any:
@@ -124,8 +135,8 @@ def decode_value(value: Json) -> Any:
         except KeyError:
             raise InvalidEntryError(f"unknown value tag {tag!r}") from None
         except (ValueError, TypeError, InvalidOperation, AttributeError) as exc:
-            raise InvalidEntryError(f"cannot decode {tag} value {raw!r}: {exc}") from exc
-    raise InvalidEntryError(f"a column value must be a JSON scalar or a tagged object, not {value!r}")
+            raise InvalidEntryError(f"cannot decode {tag} value {preview(raw)}: {exc}") from exc
+    raise InvalidEntryError(f"a column value must be a JSON scalar or a tagged object, not {preview(value)}")
 
 
 def _decode_float(raw: str) -> float:
@@ -252,9 +263,9 @@ def entry_payload(entry: LogEntry) -> dict[str, Any]:
 def check_identity(device_id: object, hlc: object) -> None:
     """An entry is known by (device id, clock): both must be well formed before anything else is read."""
     if not isinstance(device_id, str) or not device_id:
-        raise InvalidEntryError(f"the entry names no device: {device_id!r}")
+        raise InvalidEntryError(f"the entry names no device: {preview(device_id)}")
     if not isinstance(hlc, int) or isinstance(hlc, bool) or not 0 < hlc < 2**63:
-        raise InvalidEntryError(f"the entry's clock must be a positive 64-bit integer, not {hlc!r}")
+        raise InvalidEntryError(f"the entry's clock must be a positive 64-bit integer, not {preview(hlc)}")
 
 
 def entry_from_payload(payload: Mapping[str, Any], *, device_id: str, hlc: int) -> LogEntry:
@@ -262,11 +273,11 @@ def entry_from_payload(payload: Mapping[str, Any], *, device_id: str, hlc: int) 
     check_identity(device_id, hlc)
     op, table, pk, value = (payload.get(k) for k in ("op", "table", "pk", "value"))
     if op not in OPS:
-        raise InvalidEntryError(f"unknown operation {op!r}")
+        raise InvalidEntryError(f"unknown operation {preview(op)}")
     if not isinstance(table, str) or not table:
         raise InvalidEntryError("the entry names no table")
     if not isinstance(pk, list) or not pk:
-        raise InvalidEntryError(f"the entry's key must be a non-empty list, not {pk!r}")
+        raise InvalidEntryError(f"the entry's key must be a non-empty list, not {preview(pk)}")
     if op == "delete":
         value = None
     elif not isinstance(value, dict):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import client_log, lookups
 from .apply import ApplyResult, apply_operations
@@ -167,8 +168,59 @@ class _Again(Exception):  # noqa: N818 - a signal, not an error
 
 
 def reconcile_pass(ctx: PassContext, histories: Sequence[ObjectHistory]) -> PassOutcome:
-    """Reconcile and apply ``histories`` under the schema's rules, in the caller's transaction."""
-    return _Pass(ctx, histories).run()
+    """Reconcile and apply ``histories`` under the schema's rules, in the caller's transaction.
+
+    Whatever goes wrong with one object (an exception in the reconciler, the processor, a rule's
+    function, a value no code path foresaw) sets that object aside and the others go on: the pass is
+    rolled back and run again one object at a time, and an object whose own pass fails is set aside
+    with the reason. The same entries fail the same way on every device, so all decide alike. Errors
+    of the database itself (a lost connection, a lock) are not any object's fault: they propagate.
+    """
+    try:
+        with savepoint(ctx.conn, "sync_objects"):
+            return _Pass(ctx, histories).run()
+    except _NOT_AN_OBJECTS_FAULT:
+        raise
+    except Exception:
+        log.exception("a reconcile pass failed: going again one object at a time")
+    return one_by_one(ctx, histories)
+
+
+_NOT_AN_OBJECTS_FAULT = (OperationalError, InterfaceError, MemoryError)
+
+
+def one_by_one(ctx: PassContext, histories: Sequence[ObjectHistory]) -> PassOutcome:
+    """The per-object path: each object reconciled and applied in a pass of its own (in a savepoint);
+    an object whose pass raises is set aside with the reason, and the next one goes on."""
+    total = PassOutcome([], [], ApplyResult(), {}, [], [])
+    covered: dict[Key, ObjectHistory] = {}
+    for history in histories:
+        if history.object_key in covered:
+            continue  # pulled into an earlier object's pass, and reconciled there
+        try:
+            with savepoint(ctx.conn, "sync_object"):
+                outcome = _Pass(ctx, [history]).run()
+        except _NOT_AN_OBJECTS_FAULT:
+            raise
+        except Exception as exc:
+            log.exception("reconciling %s %s failed: set aside", history.table, list(history.pk))
+            reason = f"reconciling it failed: {type(exc).__name__}: {exc}"[:1_000]
+            covered.setdefault(history.object_key, history)
+            total.refused[history.object_key] = (reason, True)
+            continue
+        for h in outcome.histories:  # a pass may pull in other objects (parents, holders of a value)
+            covered.setdefault(h.object_key, h)
+        total.operations.extend(outcome.operations)
+        total.result.applied += outcome.result.applied
+        total.result.failed.extend(outcome.result.failed)
+        total.result.unfit |= outcome.result.unfit
+        for key, why in outcome.refused.items():
+            total.refused.setdefault(key, why)
+        total.entries.extend(outcome.entries)
+        total.resolutions.extend(outcome.resolutions)
+    total.histories = list(covered.values())
+    total.entries.sort(key=lambda e: e.hlc)
+    return total
 
 
 class _Pass:

@@ -9,14 +9,16 @@ ran, and removed every ``reconciledEntries`` listener after each run (flaw 3.21)
 * a local change is noticed within ``local_poll_interval`` by a cheap query (are there rows in
   ``_sync_capture``? the capture triggers write there, and a sync's own writes are silenced, so a sync
   never triggers the next one);
-* another device's upload is noticed by a Firestore listener (``shared_log.subscribe`` if the backend
-  has one, else :mod:`.shared_log.firestore_watch`), whose callback only rings a bell, because it runs on
-  the client's thread and must not touch the database; other logs are asked every
-  ``remote_poll_interval`` whether they hold anything new for this device (``get_unsynced_batches`` with
-  ``batch_size=1``, not marked seen: a directory listing for a folder log), and a sync runs only if they
-  do, so an idle watch costs next to nothing;
-* failures back off exponentially up to ``max_backoff`` (with jitter, so devices that failed together do
-  not retry together); ``sync_now`` skips the wait;
+* another device's upload is noticed by the backend's push notification when it has one (the optional
+  ``subscribe`` of the protocol: a Firestore listener, PostgreSQL's LISTEN), whose callback only rings a
+  bell, because it runs on the backend's thread and must not touch the database; other logs are asked
+  every ``remote_poll_interval`` whether they hold anything new for this device (``get_unsynced_batches``
+  with ``batch_size=1``, not marked seen: a directory listing for a folder log), and a sync runs only if
+  they do, so an idle watch costs next to nothing;
+* a failure that may pass (``retry.classify``: the network, a busy service, a lock) backs off
+  exponentially up to ``max_backoff`` (``retry.Backoff``, with jitter, so devices that failed together do
+  not retry together); ``sync_now`` skips the wait. A failure that retrying cannot fix (permission denied,
+  a damaged database, a configuration error) stops the loop: ``error`` holds it and ``running`` is False;
 * listeners are never removed behind the caller's back.
 
 Events on ``events``: ``sync_started()`` and ``sync_finished(summary=..., error=..., has_changes=...)``,
@@ -26,7 +28,6 @@ besides those of ``do_sync``.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from .database import SyncedDatabase
 from .errors import ConfigurationError, DamagedDatabaseError, SyncError
 from .events import SyncEvents
 from .models import SyncSummary
+from .retry import Backoff, classify
 from .shared_log.base import SharedSyncLog
 from .sync import do_sync
 
@@ -109,20 +111,22 @@ class ContinuousSync:
         listen: bool = True,
         sync_options: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        backoff: Backoff | None = None,
     ) -> None:
         self.db = db
         self.shared_log = shared_log
         self.events = events or SyncEvents()
         self.local_poll_interval = local_poll_interval
         self.remote_poll_interval = remote_poll_interval
-        self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
+        self.backoff = backoff or Backoff(min_backoff, max_backoff)
         self.listen = listen
         self.sync_options = dict(sync_options or {})
         self.clock = clock
         self.failures = 0
         self.last_summary: SyncSummary | None = None
         self.last_error: BaseException | None = None
+        self.error: BaseException | None = None
+        """The permanent failure that stopped the loop, if one did."""
         self._bell = threading.Event()
         self._stopping = threading.Event()
         self._cond = threading.Condition()
@@ -154,13 +158,15 @@ class ContinuousSync:
                 "this database has no sync device id yet", hint="run 'storex-sync init' first"
             )
         self._stopping.clear()
+        self.error = None
         self._identity = (str(state.get("user_id") or ""), str(state["device_id"]))
         if self.listen:
             self._unsubscribe = self._subscribe(*self._identity)
         if self.remote_poll_interval is None:  # a listener makes polling a safety net only
             self.remote_poll_interval = 60.0 if self._unsubscribe else 2.0
-        # Firestore keeps paging state between reads and is watched by a listener: its poll is a full sync.
-        self._probe_remote = self._unsubscribe is None and not _is_firestore(self.shared_log)
+        # A backend that pushes may keep paging state between reads (Firestore does): its poll, a safety
+        # net, is a full sync, never a probe.
+        self._probe_remote = not callable(getattr(self.shared_log, "subscribe", None))
         self._thread = threading.Thread(target=self._loop, name="storex-sync", daemon=True)
         self.request_sync()
         self._thread.start()
@@ -232,12 +238,6 @@ class ContinuousSync:
         subscribe = getattr(self.shared_log, "subscribe", None)
         if callable(subscribe):
             return subscribe(user_id=user_id, device_id=device_id, callback=self._on_remote)  # type: ignore[no-any-return]
-        if _is_firestore(self.shared_log):
-            from .shared_log.firestore_watch import watch_uploads
-
-            return watch_uploads(
-                self.shared_log, user_id=user_id, device_id=device_id, callback=self._on_remote
-            )
         return None
 
     def _on_remote(self) -> None:
@@ -313,13 +313,16 @@ class ContinuousSync:
         self._check_first = error is not None
         if error is None:
             self.failures, self._retry_at = 0, None
-        else:
+        elif classify(error, self.shared_log):
             self.failures += 1
-            wait = min(self.max_backoff, self.min_backoff * 2 ** (self.failures - 1))
-            wait *= random.uniform(0.5, 1.0)
+            wait = self.backoff.delay(self.failures)
             self._retry_at = self.clock() + wait
-            hint = " " if isinstance(error, SyncError) else f" ({type(error).__name__}) "
-            log.warning("sync failed:%s%s; retrying in %.1f s", hint, error, wait)
+            log.warning("sync failed:%s%s; retrying in %.1f s", _kind(error), error, wait)
+        else:  # retrying cannot help: stop, and let the caller report it
+            self.failures += 1
+            self.error, self._retry_at = error, None
+            self._stopping.set()
+            log.warning("sync failed:%s%s; stopped, retrying cannot fix this", _kind(error), error)
         self.last_summary, self.last_error = summary, error
         has_changes = summary is not None and (summary.applied > 0 or summary.received > 0)
         with self._cond:
@@ -328,6 +331,5 @@ class ContinuousSync:
         self.events.emit("sync_finished", summary=summary, error=error, has_changes=has_changes)
 
 
-def _is_firestore(shared_log: SharedSyncLog) -> bool:
-    """By name, so that folder and memory users never import the Google client."""
-    return type(shared_log).__name__ == "FirestoreSharedLog"
+def _kind(error: BaseException) -> str:
+    return " " if isinstance(error, SyncError) else f" ({type(error).__name__}) "

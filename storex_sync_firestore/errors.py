@@ -10,6 +10,7 @@
      +-- DamagedDatabaseError      the database file reports corruption: sync will not write to it
      +-- InvalidEntryError         an entry from the shared log is malformed or names unsynced data
      +-- DoubleCreateError         two devices created the same key and merging is switched off
+     +-- ContendedError            application writes kept racing a reconcile pass: try again later
      +-- SharedLogError            the shared log failed
           +-- TransientSharedLogError   the network or the service is busy: retried, then raised
           +-- PermanentSharedLogError   permission, invalid argument, size limit: retrying cannot help
@@ -64,6 +65,13 @@ class InvalidEntryError(SyncError):
 
 class DoubleCreateError(SyncError):
     """Two devices created the same primary key while ``double_create="error"``."""
+
+
+class ContendedError(SyncError):
+    """Application writes to the rows being reconciled raced every attempt of a reconcile pass; each
+    attempt rolled back whole, so nothing is lost, and a later sync applies what waits."""
+
+    transient = True
 
 
 class SharedLogError(SyncError):

@@ -88,6 +88,13 @@ class DeviceInfo:
     created_at: datetime | None = None
     public_key: bytes | None = None
     """The device's Ed25519 key that its batches are signed with (None: registered by 0.1.x, unsigned)."""
+    last_seen: datetime | None = None
+    """When the device last reported itself (``touch_device``); None: never since it registered."""
+    frontier: Mapping[str, int] = field(default_factory=dict)
+    """Per origin device, the highest clock of the batches this device has stored (it reported)."""
+    compacted: Mapping[str, int] = field(default_factory=dict)
+    """Per origin device, the highest clock up to which this device's compactions may have deleted
+    batches: a device whose frontier is below it bootstraps from a snapshot (see ``compaction``)."""
 
 
 @dataclass(frozen=True, slots=True)

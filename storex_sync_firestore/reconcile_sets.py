@@ -27,6 +27,7 @@ from sqlalchemy import Connection
 from .capture.base import CaptureDialect, TableInfo, quote
 from .codec import decode_value
 from .models import Json
+from .validate import MAX_ENTRY_DEPTH
 
 Row = Sequence[Any]
 """A client-log row as ``client_log.load_pending_rows`` reads it:
@@ -92,7 +93,10 @@ def plan(
     known = {name: {c.name for c in t.value_columns} for name, t in tables.items()}
     for (tbl, pk_json), rows in objects.items():
         table = tables[tbl]
-        kind, values = _diff(rows)
+        try:
+            kind, values = _diff(rows)
+        except Exception as exc:  # a stored row that does not read back: the per-object path sets it aside
+            raise UnfitError(f"{tbl} {pk_json}: {exc}") from exc
         if kind is None:
             continue
         if values:
@@ -109,6 +113,9 @@ def plan(
 def _diff(rows: Sequence[Row]) -> tuple[str | None, dict[str, Json]]:
     """(kind, values) of the one write this object needs: ``reconcile.fold`` and ``reconcile.diff`` over
     the old entries (integrated) and all of them, on tuples."""
+    for row in rows:  # a row that may nest deeper than the codec reads it back: see client_log._entry
+        if row[6] is not None and row[6].count("{") + row[6].count("[") > MAX_ENTRY_DEPTH:
+            raise ValueError("the stored entry may nest deeper than the receive stage allows")
     if len(rows) == 1:  # the common case: one new change of an object this device never had
         _seq, _device, _hlc, _tbl, _pk, op, value, _pending = rows[0]
         return ("insert", loads(value)) if op == "create" else (None, {})

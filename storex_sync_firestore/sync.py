@@ -21,16 +21,15 @@ from dataclasses import dataclass
 
 import orjson
 from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
-from . import client_log, constraints, policy, quarantine, reconcile_sets, resolutions, schema
+from . import client_log, constraints, policy, quarantine, reconcile_sets, resolutions, retry, schema
 from .apply import ApplyResult
 from .capture.base import TableInfo, savepoint
 from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, dumps
 from .database import SyncedDatabase
 from .encryption import DataKey
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ContendedError
 from .events import SyncEvents
 from .models import LogEntry, Operation, SyncSummary, WriteResult
 from .reconcile import LastWriteWins, ObjectHistory, Reconciler, reconcile_sync_log
@@ -330,15 +329,19 @@ def _reconcile(
         and not run.events.wants("reconciled_entries")
     )
     while True:
-        try:
-            passed = None
+
+        def attempt() -> _Passed | None:
+            nonlocal by_sets
             if by_sets:
                 passed = _set_pass(run, reconciler, batch_size or SET_PASS_OBJECTS)
-                by_sets = passed is not None
-            if passed is None:
-                passed = _reconcile_pass(run, reconciler, processor, batch_size or OBJECT_PASS_OBJECTS)
-        except _RaceError:
-            continue  # an application write raced the pass: it was rolled back; go again, seeing it
+                if passed is not None:
+                    return passed
+                by_sets = False  # the tables it may take are done: the rest goes object by object
+            return _reconcile_pass(run, reconciler, processor, batch_size or OBJECT_PASS_OBJECTS)
+
+        # An application write that races a pass rolls it back; the next attempt sees it. Bounded, so a
+        # row the application rewrites without pause ends the sync with a (transient) error.
+        passed = retry.bounded_retries(attempt, lost=_RaceError, attempts=RACE_ATTEMPTS, give_up=_contended)
         if passed is None:
             return True
         run.summary.applied += passed.result.applied
@@ -360,6 +363,18 @@ def _reconcile(
 
 class _RaceError(Exception):
     """An application write to a row being reconciled committed during the apply."""
+
+
+RACE_ATTEMPTS = 20
+"""Reconcile passes tried in a row while application writes keep racing them."""
+
+
+def _contended(attempts: int) -> ContendedError:
+    return ContendedError(
+        f"the application wrote rows being reconciled during each of {attempts} attempts; nothing was "
+        "lost (every pass rolled back whole) and what was received waits to be applied",
+        hint="sync again when the application writes less; 'watch' retries on its own",
+    )
 
 
 @dataclass(slots=True)
@@ -422,10 +437,10 @@ def _set_pass(run: _Run, reconciler: Reconciler, max_objects: int) -> _Passed | 
                 db.dialect.unsilence(conn)
         except reconcile_sets.UnfitError:
             pass
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # refused by the database (or its driver): each object gets its own try
             log.info("set-based apply refused (%s): this chunk goes object by object", _first_line(exc))
         if applied is None:
-            passed = _objects_pass(conn, run, reconciler, None, client_log.histories_of(rows))
+            passed = _objects_pass(conn, run, reconciler, None, client_log.histories_of(conn, rows))
             db.save_clock(conn, run.clock)
             return passed
         if _written_meanwhile(conn, run, tables, objects):

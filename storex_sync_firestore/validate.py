@@ -35,7 +35,15 @@ from datetime import datetime
 
 from .capture.base import CaptureDialect, TableInfo
 from .clock import wall_ms_of
-from .codec import JsonSerializer, Serializer, decode_value, dumps, entry_from_payload, entry_payload
+from .codec import (
+    JsonSerializer,
+    Serializer,
+    decode_value,
+    dumps,
+    entry_from_payload,
+    entry_payload,
+    preview,
+)
 from .encryption import DataKey
 from .errors import InvalidEntryError
 from .models import DeviceInfo, Json, LogEntry, StoredBatch
@@ -46,7 +54,10 @@ from .signing import DeviceKey, verify
 MAX_AHEAD_MS = 10 * 60 * 1000
 """How far an entry's clock may be ahead of the time the shared log accepted its batch."""
 MAX_JSON_DEPTH = 128
-"""Deepest nesting of a JSON column value (the JSON parser itself stops at 1,024)."""
+"""Deepest nesting of a JSON column value (the JSON parser itself stops at 1,024, the encoder at 254).
+The client log re-reads stored entries under the same bound (``client_log``), so the two agree."""
+MAX_ENTRY_DEPTH = MAX_JSON_DEPTH + 2
+"""The same bound for a whole entry's values object: ``{column: {"$json": <MAX_JSON_DEPTH levels>}}``."""
 PREVIEW_CHARS = 2_000
 
 PostReceive = Callable[[LogEntry], LogEntry | None]
@@ -162,6 +173,8 @@ class Verifier:
             payload = self.serializer.loads(line.text)
         except (ValueError, TypeError, RecursionError) as exc:
             raise InvalidEntryError(f"the serializer cannot read the entry: {exc}") from exc
+        if json_depth(payload) > MAX_ENTRY_DEPTH + 1:  # before anything recurses into it
+            raise InvalidEntryError(f"the entry nests deeper than {MAX_JSON_DEPTH} levels")
         entry = entry_from_payload(payload, device_id=batch.device_id, hlc=line.hlc)
         if (
             batch.version == fmt.VERSION
@@ -201,8 +214,8 @@ def _rejected(batch: StoredBatch, error: InvalidEntryError) -> SetAside:
     fields = batch.fields if isinstance(batch.fields, Mapping) else {}
     device = fields.get(fmt.F_DEVICE_ID)
     first = fields.get(fmt.F_FIRST_HLC)
-    preview = {k: (f"<{len(v)} bytes>" if isinstance(v, bytes) else v) for k, v in fields.items()}
-    text = f"batch {batch.batch_id!r}: {preview!r}"[:PREVIEW_CHARS]
+    summary = {k: (f"<{len(v)} bytes>" if isinstance(v, bytes) else preview(v)) for k, v in fields.items()}
+    text = f"batch {batch.batch_id!r}: {summary!r}"[:PREVIEW_CHARS]
     return SetAside(
         str(device)[:200] if device else "?",
         first if type(first) is int and 0 < first < 2**63 else None,
@@ -223,12 +236,12 @@ def canonical_pk(table: TableInfo, pk: tuple[Json, ...], dialect: CaptureDialect
             canonical.append(dialect.canonical_key(column, value))
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise InvalidEntryError(
-                f"key column {table.name}.{column.name} cannot hold {value!r}: {exc}"
+                f"key column {table.name}.{column.name} cannot hold {preview(value)}: {exc}"
             ) from exc
     return tuple(canonical)
 
 
-def _depth(value: Json) -> int:
+def json_depth(value: Json) -> int:
     """Nesting depth of a JSON value, without recursion (a hostile value may nest a thousand levels)."""
     deepest, stack = 0, [(value, 1)]
     while stack:
@@ -267,7 +280,7 @@ def validate_entry(entry: LogEntry, tables: Mapping[str, TableInfo], dialect: Ca
         )
     for value in entry.value.values():
         decode_value(value)
-        if isinstance(value, dict) and _depth(value) > MAX_JSON_DEPTH + 1:
+        if isinstance(value, dict) and json_depth(value) > MAX_JSON_DEPTH + 1:
             raise InvalidEntryError(f"a JSON value nests deeper than {MAX_JSON_DEPTH} levels")
     try:  # what the client log will store: the one encoder refuses what it cannot write exactly
         dumps([list(entry.pk), entry.value])

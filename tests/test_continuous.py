@@ -13,7 +13,8 @@ import pytest
 
 from storex_sync_firestore import SyncedDatabase, do_sync, register_device
 from storex_sync_firestore.continuous import ContinuousSync
-from storex_sync_firestore.errors import TransientSharedLogError
+from storex_sync_firestore.errors import PermanentSharedLogError, TransientSharedLogError
+from storex_sync_firestore.retry import Backoff
 from storex_sync_firestore.shared_log.base import SharedSyncLog
 from storex_sync_firestore.shared_log.filesystem import FilesystemSharedLog
 
@@ -156,38 +157,105 @@ def test_listeners_survive_runs(devices: Any, log: Any, started: list[Any]) -> N
 
 
 class FlakyLog:
-    """Wraps a log; ``get_unsynced_batches`` fails while ``failures`` is positive."""
+    """Wraps a log; ``get_unsynced_batches`` raises ``error`` while ``failures`` is positive."""
 
-    def __init__(self, inner: SharedSyncLog, failures: int) -> None:
-        self.inner, self.failures = inner, failures
+    def __init__(
+        self,
+        inner: SharedSyncLog,
+        failures: int,
+        error: Callable[[], BaseException] = lambda: TransientSharedLogError(
+            "the network is down", hint="wait"
+        ),
+    ) -> None:
+        self.inner, self.failures, self.error = inner, failures, error
         self.max_batch_bytes = inner.max_batch_bytes
-        self.calls: list[float] = []
+        self.calls = 0
 
     def get_unsynced_batches(self, **kw: Any) -> Any:
-        self.calls.append(time.monotonic())
+        self.calls += 1
         if self.failures > 0:
             self.failures -= 1
-            raise TransientSharedLogError("the network is down", hint="wait")
+            raise self.error()
         return self.inner.get_unsynced_batches(**kw)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
+class FakeClock:
+    """A monotonic clock the test moves: the back-off waits on it, so the test never waits for real."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_failures_back_off_exponentially_then_recover(devices: Any, log: Any, started: list[Any]) -> None:
     _a, db_a, _b, _db_b = devices
-    flaky = FlakyLog(log, failures=4)
-    runner = ContinuousSync(db_a, flaky, remote_poll_interval=100, min_backoff=0.1, max_backoff=0.4)  # type: ignore[arg-type]
+    flaky, clock = FlakyLog(log, failures=4), FakeClock()
+    backoff = Backoff(minimum=1.0, maximum=4.0, jitter=lambda: 1.0)
+    runner = ContinuousSync(
+        db_a,
+        flaky,
+        remote_poll_interval=100,
+        local_poll_interval=0.01,
+        clock=clock,
+        backoff=backoff,  # type: ignore[arg-type]
+    )
     finished = recorder(runner)
     started.append(runner.start())
-    wait_for(lambda: any(f["error"] is None for f in finished), timeout=10)
-    errors = [f["error"] for f in finished if f["error"] is not None]
-    assert len(errors) == 4 and all(isinstance(e, TransientSharedLogError) for e in errors)
-    gaps = [b - a for a, b in zip(flaky.calls, flaky.calls[1:], strict=False)]
-    assert all(g >= 0.04 for g in gaps), gaps  # never hammered: at least min_backoff * 0.5 apart
-    assert max(gaps) <= 0.4 + 0.3  # capped
-    assert runner.failures == 0
+    for n, delay in enumerate([1.0, 2.0, 4.0, 4.0], start=1):  # doubling, capped at the maximum
+        wait_for(lambda n=n: len(finished) == n)  # type: ignore[misc]
+        assert isinstance(finished[-1]["error"], TransientSharedLogError)
+        assert runner.next_retry_in == pytest.approx(delay)
+        clock.now += delay * 0.9
+        time.sleep(0.05)  # some polls of the loop, on a clock that has not reached the retry time
+        assert flaky.calls == n, "retried before its back-off was over"
+        clock.now += delay * 0.1
+    wait_for(lambda: len(finished) == 5)
+    assert finished[-1]["error"] is None
+    assert runner.failures == 0 and runner.next_retry_in is None and runner.running
     assert db_a.state()["last_sync"]["ok"] is True
+
+
+def test_the_backoff_jitters_between_half_and_all_of_the_wait() -> None:
+    assert Backoff(1.0, 60.0, jitter=lambda: 0.0).delay(3) == 2.0
+    assert Backoff(1.0, 60.0, jitter=lambda: 1.0).delay(3) == 4.0
+    assert Backoff(1.0, 60.0, jitter=lambda: 1.0).delay(30) == 60.0
+
+
+def test_a_permanent_failure_stops_the_loop_with_the_error(
+    devices: Any, log: Any, started: list[Any]
+) -> None:
+    _a, db_a, _b, _db_b = devices
+    denied = PermanentSharedLogError("the log denied reading", hint="check the credentials")
+    flaky = FlakyLog(log, failures=100, error=lambda: denied)
+    runner = ContinuousSync(db_a, flaky, remote_poll_interval=100, local_poll_interval=0.01, min_backoff=0.01)  # type: ignore[arg-type]
+    finished = recorder(runner)
+    started.append(runner.start())
+    wait_for(lambda: not runner.running)
+    assert runner.error is denied and flaky.calls == 1, "retrying cannot fix a permission error"
+    assert [f["error"] for f in finished] == [denied]
+    assert db_a.state()["last_sync"]["ok"] is False
+
+
+class OwnError(Exception):
+    """A backend's own exception type, which only the backend knows to be transient."""
+
+
+def test_a_backend_names_its_own_transient_errors(devices: Any, log: Any, started: list[Any]) -> None:
+    _a, db_a, _b, _db_b = devices
+    flaky = FlakyLog(log, failures=2, error=lambda: OwnError("busy"))
+    flaky.is_transient = lambda exc: isinstance(exc, OwnError)  # type: ignore[attr-defined]
+    backoff = Backoff(minimum=0.01, maximum=0.01)
+    runner = ContinuousSync(db_a, flaky, remote_poll_interval=100, local_poll_interval=0.01, backoff=backoff)  # type: ignore[arg-type]
+    finished = recorder(runner)
+    started.append(runner.start())
+    wait_for(lambda: any(f["error"] is None for f in finished))
+    assert [type(f["error"]) for f in finished] == [OwnError, OwnError, type(None)]
+    assert runner.running and runner.error is None
 
 
 def test_sync_now_skips_the_back_off_and_raises_the_error(devices: Any, log: Any, started: list[Any]) -> None:
@@ -293,3 +361,21 @@ def test_the_firestore_listener_is_throttled_offline_and_unsubscribes_at_once(
     time.sleep(1.5)  # the closing thread's join times out meanwhile
     assert "did not exit" not in capfd.readouterr().err  # google's loggers may not propagate: read fd 2
     dead.close()
+
+
+def test_watch_stops_with_an_error_that_retrying_cannot_fix(devices: Any, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    a, _db_a, _b, _db_b = devices
+    for registration in (tmp_path / "log" / USER / "devices").iterdir():
+        registration.unlink()  # the log forgot this device: UnknownDeviceError, a permanent failure
+    proc = subprocess.run(
+        [sys.executable, "-m", "storex_sync_firestore", "watch", "--db", f"sqlite:///{a}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "has no device" in proc.stderr and "stopped, retrying cannot fix this" in proc.stderr
+    assert proc.stderr.count("has no device") == 1, proc.stderr  # reported once, not retried

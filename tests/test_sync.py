@@ -149,8 +149,8 @@ CRASH_POINTS = [
 ]
 
 
-class CrashError(Exception):
-    pass
+class CrashError(BaseException):
+    """A kill mid-step: not an ``Exception``, so no handler for one object's failure takes it."""
 
 
 def resolve(target: str) -> tuple[Any, str]:

@@ -21,7 +21,6 @@ import functools
 import math
 import re
 import struct
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ import orjson
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
+from .. import retry
 from ..codec import DECIMAL_TEXT, JsonText, TimeText, decode_value, dumps, loads, parse_date, parse_datetime
 from ..errors import InvalidEntryError, UnsuitableTableError
 from ..models import Json
@@ -290,19 +290,20 @@ def _refuse_inexact_key(table: str, column: str, type_: str, base: str) -> None:
 
 
 def _lock_patiently(conn: Connection, statement: str, params: dict[str, Any]) -> None:
-    deadline = time.monotonic() + LOCK_PATIENCE_S
-    delay = 0.005
-    while time.monotonic() < deadline:
-        try:
-            with savepoint(conn, "sync_lock_rows"):
-                conn.execute(text(statement + " NOWAIT"), params)
-            return
-        except OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-    conn.execute(text(statement), params)
+    """Take the row locks without waiting while an application transaction holds them (so a long one
+    does not stall the sync's own transaction from the first row), then, after ``LOCK_PATIENCE_S``, wait
+    for them blocking."""
+
+    def attempt() -> bool:
+        with savepoint(conn, "sync_lock_rows"):
+            conn.execute(text(statement + " NOWAIT"), params)
+        return True
+
+    def busy(exc: BaseException) -> bool:
+        return isinstance(exc, OperationalError) and getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+    if retry.patiently(attempt, busy=busy, patience=LOCK_PATIENCE_S) is None:
+        conn.execute(text(statement), params)
 
 
 # --- decoded wire value -> parameter for a PostgreSQL column --------------------------------------------

@@ -5,12 +5,13 @@ far it has read. Backends implement storage only: they keep a batch's fields exa
 them untouched. Encoding, signing, verification, batching, byte limits and retries of whole syncs live
 above them (``shared_log.format``, ``validate``, ``sync``), so that every backend behaves the same and a
 hostile document is judged the same way whichever backend it came through. ``testing.conformance``
-checks a backend against this contract; run it for any backend you write.
+checks a backend against this contract; run it for any backend you write, and register it by URL scheme
+(``shared_log.backends``). Two parts are optional: :class:`Subscribable` and :class:`JudgesErrors`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -70,6 +71,61 @@ class SharedSyncLog(Protocol):
         """
         ...
 
+    def list_batches(self, *, user_id: str) -> Sequence[StoredBatch]:
+        """Every batch document the log holds, in upload order (for compaction and ``status``)."""
+        ...
+
+    def delete_batches(self, batch_ids: Sequence[str], *, user_id: str) -> WriteResult:
+        """Delete these batches (compaction). Idempotent: ids already gone are skipped and not counted.
+
+        Read markers stay valid: a device reading past a deleted batch simply does not get it.
+        """
+        ...
+
+    def touch_device(
+        self,
+        *,
+        user_id: str,
+        device_id: str,
+        frontier: Mapping[str, int],
+        compacted: Mapping[str, int] | None = None,
+    ) -> WriteResult:
+        """Record that ``device_id`` is alive now (``last_seen``), with its frontier (per origin device,
+        the highest clock of the batches it has stored) and, from a compaction, how far it deleted.
+
+        Each device writes only its own record; ``compacted`` left out keeps the stored one."""
+        ...
+
+    def list_devices(self, *, user_id: str) -> Sequence[DeviceInfo]:
+        """Every device of the user, with liveness, frontier and compaction records."""
+        ...
+
+    def write_snapshot_chunks(
+        self, snapshot_id: str, chunks: Sequence[StoredBatch], *, user_id: str, device_id: str
+    ) -> WriteResult:
+        """Store chunk documents of snapshot ``snapshot_id`` (create-only, idempotent by chunk id).
+
+        Chunks are invisible to readers until the snapshot's manifest exists."""
+        ...
+
+    def write_snapshot_manifest(self, manifest: StoredBatch, *, user_id: str, device_id: str) -> WriteResult:
+        """Store a snapshot's manifest (id ``manifest.batch_id``, the snapshot id), written after all its
+        chunks: from then on the snapshot is complete. Create-only and idempotent."""
+        ...
+
+    def list_snapshots(self, *, user_id: str) -> Sequence[StoredBatch]:
+        """The manifests (complete snapshots), with ``shared_on`` the time each was stored."""
+        ...
+
+    def get_snapshot_chunks(self, snapshot_id: str, *, user_id: str) -> Sequence[StoredBatch]:
+        """The chunk documents stored for ``snapshot_id``, by id."""
+        ...
+
+    def delete_snapshot(self, snapshot_id: str, *, user_id: str) -> WriteResult:
+        """Delete a snapshot: its manifest first (it is no longer complete), then its chunks. Idempotent;
+        also removes the chunks of a snapshot whose manifest was never written."""
+        ...
+
     def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
         """See :class:`KeyRecords`."""
         ...
@@ -95,6 +151,29 @@ class KeyRecords(Protocol):
         the stored record is another key's.
         """
         ...
+
+
+class Subscribable(Protocol):
+    """Optional: push notification. ``watch`` (``ContinuousSync``) uses it when a backend has it, and
+    otherwise asks the log every few seconds whether it holds anything new."""
+
+    def subscribe(self, *, user_id: str, device_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` (on any thread; it must return quickly and must not touch the database)
+        soon after a device other than ``device_id`` writes a batch; return an unsubscribe function, which
+        returns at once. A missed or repeated call may cost a sync, never an entry: the sync reads the log
+        the usual way."""
+        ...
+
+
+class JudgesErrors(Protocol):
+    """Optional: which of the backend's own exceptions are transient (trying again may succeed).
+
+    ``retry.classify`` asks it after the package's own rules (``SyncError.transient``, connection errors
+    and time-outs); a backend that translates its errors into ``TransientSharedLogError`` and
+    ``PermanentSharedLogError`` at its edge needs none.
+    """
+
+    def is_transient(self, exc: BaseException) -> bool: ...
 
 
 def entry_count(fields: Mapping[str, Any]) -> int:

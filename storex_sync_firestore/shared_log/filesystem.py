@@ -8,6 +8,10 @@ Layout, per user (ids are percent-encoded into file names)::
     {folder}/{user}/key.json                            the wrapped data key of an encrypted log
     {folder}/{user}/batches/{seq:012d}_{batchId}.batch          a batch (format v2, see below)
     {folder}/{user}/batches/{seq:012d}_{device}_{first:016x}_{last:016x}_{count}.json   one of 0.1.x (v1)
+    {folder}/{user}/deleted.json                        seqs of batches deleted by compaction
+    {folder}/{user}/seen/{device}.json                  liveness: last seen, frontier, compaction record
+    {folder}/{user}/snapshots/{snapshot}/{chunk}.chunk  snapshot chunks (same file layout as a batch)
+    {folder}/{user}/snapshots/{snapshot}.manifest       a snapshot's manifest: written last
 
 A batch file is one line of JSON (the batch's fields but its payload, bytes fields in hex, and the time it
 was shared), a line break, and the payload bytes as they are: the same fields, encoding and checks as in
@@ -21,7 +25,8 @@ another process commits concurrently. The writer picks ``seq = highest existing 
 into place *while holding the lock*, so batch files appear strictly in seq order with no gaps. A reader
 only takes the contiguous run after its marker; a gap (a listing that raced a rename) ends the page, and
 the batch comes next time. The rest of the name is the batch's id: a retried ``write_batches`` finds it
-and writes nothing.
+and writes nothing. Compaction records a batch's seq in ``deleted.json`` (under the lock) before it
+removes the file, so a reader tells a deleted batch from one not listed yet.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ import os
 import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -109,6 +115,13 @@ def _decode_legacy(data: bytes) -> StoredBatch:
         return StoredBatch("malformed", {})
 
 
+def _clocks(value: object) -> dict[str, int]:
+    """A frontier as stored (device -> clock); anything malformed reads as nothing."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if type(v) is int}
+
+
 def _time(value: object) -> datetime | None:
     try:
         return None if value is None else datetime.fromisoformat(str(value))
@@ -143,7 +156,7 @@ class FilesystemSharedLog(SharedSyncLog):
 
     def _user_dir(self, user_id: str) -> Path:
         path = self.folder / _name("user id", user_id)
-        for sub in ("devices", "markers", "batches"):
+        for sub in ("devices", "markers", "batches", "seen", "snapshots"):
             (path / sub).mkdir(parents=True, exist_ok=True)
         return path
 
@@ -218,7 +231,8 @@ class FilesystemSharedLog(SharedSyncLog):
         with self._locked(user_dir):
             existing = self._batches(user_dir)
             names = {name.split("_", 1)[1].rsplit(".", 1)[0] for _, name in existing}
-            seq = existing[-1][0] if existing else 0
+            # A deleted seq is never reused: a reader skips it.
+            seq = max([existing[-1][0] if existing else 0, *self._deleted(user_dir)])
             for batch in batches:
                 stem = _name("batch id", batch.batch_id)
                 if stem in names:
@@ -239,9 +253,12 @@ class FilesystemSharedLog(SharedSyncLog):
         marker = self._marker(user_dir, device_id)
         page: list[StoredBatch] = []
         last, read, entries, has_more = marker, 0, 0, False
+        deleted = self._deleted(user_dir)
         for seq, name in self._batches(user_dir):
-            if seq <= marker:
+            if seq <= marker or seq in deleted:
                 continue
+            while last + 1 in deleted:
+                last += 1
             if seq != last + 1:
                 has_more = True  # a gap: a concurrent commit not listed yet; never skip past it
                 break
@@ -279,6 +296,142 @@ class FilesystemSharedLog(SharedSyncLog):
                 json.dumps({"seq": target}).encode(),
             )
         return WriteResult(1)
+
+    @staticmethod
+    def _deleted(user_dir: Path) -> set[int]:
+        data = _read_json(user_dir / "deleted.json") or {}
+        seqs = data.get("seqs")
+        return {int(n) for n in seqs} if isinstance(seqs, list) else set()
+
+    def list_batches(self, *, user_id: str) -> Sequence[StoredBatch]:
+        user_dir = self._user_dir(user_id)
+        deleted = self._deleted(user_dir)
+        found = []
+        for seq, name in self._batches(user_dir):
+            if seq not in deleted:
+                with suppress(FileNotFoundError):  # deleted meanwhile
+                    found.append(self._read(user_dir / "batches" / name))
+        return found
+
+    def delete_batches(self, batch_ids: Sequence[str], *, user_id: str) -> WriteResult:
+        user_dir = self._user_dir(user_id)
+        stems = {_name("batch id", b) for b in batch_ids}
+        with self._locked(user_dir):
+            deleted = self._deleted(user_dir)
+            doomed = [
+                (seq, name)
+                for seq, name in self._batches(user_dir)
+                if name.split("_", 1)[1].rsplit(".", 1)[0] in stems
+            ]
+            fresh = [seq for seq, _ in doomed if seq not in deleted]
+            if fresh:
+                body = json.dumps({"seqs": sorted(deleted.union(fresh))}).encode()
+                _write_atomically(user_dir / "deleted.json", body)
+            for _, name in doomed:
+                with suppress(FileNotFoundError):
+                    os.unlink(user_dir / "batches" / name)
+        return WriteResult(len(fresh))
+
+    def touch_device(
+        self,
+        *,
+        user_id: str,
+        device_id: str,
+        frontier: Mapping[str, int],
+        compacted: Mapping[str, int] | None = None,
+    ) -> WriteResult:
+        user_dir = self._user_dir(user_id)
+        self._device(user_dir, user_id, device_id)
+        path = user_dir / "seen" / f"{_name('device id', device_id)}.json"
+        with self._locked(user_dir):
+            old = _read_json(path) or {}
+            body = {
+                "last_seen": datetime.now(UTC).isoformat(),
+                "frontier": dict(frontier),
+                "compacted": dict(compacted) if compacted is not None else old.get("compacted", {}),
+            }
+            _write_atomically(path, json.dumps(body).encode())
+        return WriteResult(1)
+
+    def list_devices(self, *, user_id: str) -> Sequence[DeviceInfo]:
+        user_dir = self._user_dir(user_id)
+        found = []
+        for name in sorted(os.listdir(user_dir / "devices")):
+            if not name.endswith(".json"):
+                continue
+            device_id = unquote(name[: -len(".json")])
+            info = self.get_device_info(user_id=user_id, device_id=device_id)
+            if info is None:
+                continue
+            seen = _read_json(user_dir / "seen" / name) or {}
+            found.append(
+                replace(
+                    info,
+                    last_seen=_time(seen.get("last_seen")),
+                    frontier=_clocks(seen.get("frontier")),
+                    compacted=_clocks(seen.get("compacted")),
+                )
+            )
+        return found
+
+    def _snapshot_dir(self, user_id: str, snapshot_id: str) -> Path:
+        return self._user_dir(user_id) / "snapshots" / _name("snapshot id", snapshot_id)
+
+    def write_snapshot_chunks(
+        self, snapshot_id: str, chunks: Sequence[StoredBatch], *, user_id: str, device_id: str
+    ) -> WriteResult:
+        folder = self._snapshot_dir(user_id, snapshot_id)
+        folder.mkdir(exist_ok=True)
+        written = 0
+        for chunk in chunks:
+            path = folder / f"{_name('chunk id', chunk.batch_id)}.chunk"
+            if not path.exists():
+                _write_atomically(path, _encode_file(chunk, datetime.now(UTC)))
+                written += 1
+        return WriteResult(written)
+
+    def write_snapshot_manifest(self, manifest: StoredBatch, *, user_id: str, device_id: str) -> WriteResult:
+        folder = self._snapshot_dir(user_id, manifest.batch_id)
+        path = folder.with_name(folder.name + ".manifest")
+        if path.exists():
+            return WriteResult(0)
+        _write_atomically(path, _encode_file(manifest, datetime.now(UTC)))
+        return WriteResult(1)
+
+    def list_snapshots(self, *, user_id: str) -> Sequence[StoredBatch]:
+        folder = self._user_dir(user_id) / "snapshots"
+        found = []
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".manifest"):
+                with suppress(FileNotFoundError):
+                    data = (folder / name).read_bytes()
+                    found.append(_decode_file(unquote(name[: -len(".manifest")]), data))
+        return found
+
+    def get_snapshot_chunks(self, snapshot_id: str, *, user_id: str) -> Sequence[StoredBatch]:
+        folder = self._snapshot_dir(user_id, snapshot_id)
+        if not folder.is_dir():
+            return []
+        return [
+            _decode_file(unquote(name[: -len(".chunk")]), (folder / name).read_bytes())
+            for name in sorted(os.listdir(folder))
+            if name.endswith(".chunk")
+        ]
+
+    def delete_snapshot(self, snapshot_id: str, *, user_id: str) -> WriteResult:
+        folder = self._snapshot_dir(user_id, snapshot_id)
+        deleted = 0
+        with suppress(FileNotFoundError):
+            os.unlink(folder.with_name(folder.name + ".manifest"))
+            deleted += 1
+        if folder.is_dir():
+            for name in os.listdir(folder):
+                with suppress(FileNotFoundError):
+                    os.unlink(folder / name)
+                    deleted += name.endswith(".chunk")
+            with suppress(OSError):
+                folder.rmdir()
+        return WriteResult(deleted)
 
     def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
         data = _read_json(self._user_dir(user_id) / "key.json")

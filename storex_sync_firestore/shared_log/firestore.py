@@ -20,7 +20,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -29,12 +29,31 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from ..errors import PermanentSharedLogError, SharedLogError, TransientSharedLogError, UnknownDeviceError
 from ..models import DeviceInfo, StoredBatch, UnsyncedUpdate, WriteResult
-from ..retry import DEFAULT_POLICY, NO_RETRY, RetryPolicy, is_transient
+from ..retry import DEFAULT_POLICY, NO_RETRY, TRANSIENT_ERRORS, RetryPolicy
 from . import firestore_layout as layout
 from .base import SharedSyncLog, entry_count
 from .firestore_marker import Marker, Position, advance
 
 T = TypeVar("T")
+
+#: google.api_core errors for UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED and INTERNAL. Our
+#: writes are idempotent (deterministic ids, create-only), so DEADLINE_EXCEEDED and ABORTED on commit are
+#: retried too, which the client deliberately does not.
+GOOGLE_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.Aborted,
+    gexc.ResourceExhausted,
+    gexc.InternalServerError,
+    gexc.RetryError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a Firestore call that failed with ``exc`` may succeed if tried again."""
+    if isinstance(exc, SharedLogError):
+        return exc.transient
+    return isinstance(exc, GOOGLE_TRANSIENT_ERRORS + TRANSIENT_ERRORS)
 
 
 _PERMANENT: tuple[tuple[type[gexc.GoogleAPICallError], str, str], ...] = (
@@ -155,6 +174,7 @@ class FirestoreSharedLog(SharedSyncLog):
         settle_time: timedelta = timedelta(seconds=30),
         page_docs: int = 32,
         sleep: Callable[[float], None] | None = None,
+        expire_after: timedelta | None = None,
     ) -> None:
         self.client = client
         self.root = layout.validate_id("root collection", root)
@@ -162,6 +182,7 @@ class FirestoreSharedLog(SharedSyncLog):
         self.timeout = timeout
         self.settle_time = settle_time
         self.page_docs = page_docs
+        self.expire_after = expire_after
         self.stats = FirestoreStats()
         self._sleep = sleep
         # Paging sessions: (user, device) -> (marker as last written, position to continue after). While a
@@ -174,11 +195,26 @@ class FirestoreSharedLog(SharedSyncLog):
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
         """Run one Firestore call under the retry policy, translating errors at this single edge."""
-        kwargs: dict[str, Any] = {"on_retry": lambda _state: self.stats.add(retries=1)}
+        kwargs: dict[str, Any] = {
+            "on_retry": lambda _state: self.stats.add(retries=1),
+            "transient": is_transient,
+        }
         if self._sleep is not None:
             kwargs["sleep"] = self._sleep
         with translate_errors(operation):
             return self.retry.call(fn, **kwargs)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Which of this backend's errors are transient (the optional protocol part ``retry.classify``
+        asks): Google's UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED and INTERNAL."""
+        return is_transient(exc)
+
+    def subscribe(self, *, user_id: str, device_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Push notification (the optional protocol part ``watch`` uses): a snapshot listener that calls
+        ``callback()`` when another device uploads; see :mod:`.firestore_watch`."""
+        from .firestore_watch import watch_uploads
+
+        return watch_uploads(self, user_id=user_id, device_id=device_id, callback=callback)
 
     def _device_ref(self, user_id: str, device_id: str) -> Any:
         return self.client.document(*layout.device_path(self.root, user_id, device_id))
@@ -233,15 +269,141 @@ class FirestoreSharedLog(SharedSyncLog):
         snap = self._get_device(user_id, device_id)
         if not snap.exists:
             return None
-        data = snap.to_dict() or {}
-        key = data.get(layout.F_PUBLIC_KEY)
-        return DeviceInfo(
-            user_id,
-            device_id,
-            data.get(layout.F_SHARED_UNTIL),
-            data.get(layout.F_CREATED_AT),
-            key if isinstance(key, bytes) else None,
+        return _device_info(user_id, device_id, snap.to_dict() or {})
+
+    def touch_device(
+        self,
+        *,
+        user_id: str,
+        device_id: str,
+        frontier: Mapping[str, int],
+        compacted: Mapping[str, int] | None = None,
+    ) -> WriteResult:
+        ref = self._device_ref(user_id, device_id)
+        body: dict[str, Any] = {
+            layout.F_LAST_SEEN: firestore.SERVER_TIMESTAMP,
+            layout.F_FRONTIER: dict(frontier),
+        }
+        if compacted is not None:
+            body[layout.F_COMPACTED] = dict(compacted)
+
+        def update() -> None:
+            try:
+                ref.update(body, **self._rpc())
+            except gexc.NotFound as exc:
+                raise UnknownDeviceError(
+                    f"the shared log has no device {device_id!r} for user {user_id!r}"
+                ) from exc
+
+        self._call(f"recording that device {device_id!r} is alive", update)
+        self.stats.add(documents_written=1, commits=1)
+        return WriteResult(1)
+
+    def list_devices(self, *, user_id: str) -> Sequence[DeviceInfo]:
+        collection = self.client.collection(*layout.device_path(self.root, user_id, "x")[:-1])
+        docs = self._call(
+            f"listing the devices of user {user_id!r}", lambda: list(collection.stream(**self._rpc()))
         )
+        self.stats.add(documents_read=max(1, len(docs)), queries=1)
+        return [_device_info(user_id, d.id, d.to_dict() or {}) for d in docs]
+
+    # ---- compaction and snapshots ----
+
+    def list_batches(self, *, user_id: str) -> Sequence[StoredBatch]:
+        query = self._batches(user_id).order_by(layout.F_SHARED_ON).order_by(FieldPath.document_id())
+        docs = self._call(f"listing the log of user {user_id!r}", lambda: list(query.stream(**self._rpc())))
+        self.stats.add(documents_read=max(1, len(docs)), queries=1)
+        return [_stored(d) for d in docs]
+
+    def _delete(self, what: str, refs: Sequence[Any]) -> int:
+        """Delete documents, 500 per commit (Firestore's limit); deleting a missing one is a no-op."""
+        for start in range(0, len(refs), 500):
+            part = refs[start : start + 500]
+
+            def commit(part: Sequence[Any] = part) -> None:
+                wb = self.client.batch()
+                for ref in part:
+                    wb.delete(ref)
+                wb.commit(**self._rpc())
+
+            self._call(what, commit)
+            self.stats.add(documents_written=len(part), commits=1)
+        return len(refs)
+
+    def delete_batches(self, batch_ids: Sequence[str], *, user_id: str) -> WriteResult:
+        if not batch_ids:
+            return WriteResult(0)
+        collection = self._batches(user_id)
+        refs = [collection.document(layout.validate_id("batch id", b)) for b in batch_ids]
+        what = f"deleting {len(refs)} batches of user {user_id!r}"
+        snaps = self._call(
+            what, lambda: list(self.client.get_all(refs, field_paths=[layout.F_SHARED_ON], **self._rpc()))
+        )
+        self.stats.add(documents_read=len(refs))
+        present = {s.id for s in snaps if s.exists}
+        return WriteResult(self._delete(what, [r for r in refs if r.id in present]))
+
+    def _chunks(self, user_id: str, snapshot_id: str) -> Any:
+        return self.client.collection(*layout.chunks_path(self.root, user_id, snapshot_id))
+
+    def _create_all(self, what: str, refs: Sequence[Any], docs: Sequence[StoredBatch]) -> int:
+        """Create documents, one commit each (a chunk may be near 1 MiB); existing ones are kept."""
+        written = 0
+        for ref, doc in zip(refs, docs, strict=True):
+
+            def create(ref: Any = ref, doc: StoredBatch = doc) -> bool:
+                try:
+                    ref.create({**doc.fields, layout.F_SHARED_ON: firestore.SERVER_TIMESTAMP}, **self._rpc())
+                except gexc.AlreadyExists:
+                    return False
+                return True
+
+            if self._call(what, create):
+                written += 1
+                self.stats.add(documents_written=1, commits=1)
+        return written
+
+    def write_snapshot_chunks(
+        self, snapshot_id: str, chunks: Sequence[StoredBatch], *, user_id: str, device_id: str
+    ) -> WriteResult:
+        layout.check_commit_size(chunks[:1])
+        collection = self._chunks(user_id, snapshot_id)
+        refs = [collection.document(layout.validate_id("chunk id", c.batch_id)) for c in chunks]
+        return WriteResult(self._create_all(f"writing snapshot {snapshot_id!r}", refs, chunks))
+
+    def write_snapshot_manifest(self, manifest: StoredBatch, *, user_id: str, device_id: str) -> WriteResult:
+        ref = self.client.collection(*layout.snapshots_path(self.root, user_id)).document(
+            layout.validate_id("snapshot id", manifest.batch_id)
+        )
+        return WriteResult(self._create_all(f"writing snapshot {manifest.batch_id!r}", [ref], [manifest]))
+
+    def list_snapshots(self, *, user_id: str) -> Sequence[StoredBatch]:
+        collection = self.client.collection(*layout.snapshots_path(self.root, user_id))
+        docs = self._call(
+            f"listing the snapshots of user {user_id!r}", lambda: list(collection.stream(**self._rpc()))
+        )
+        self.stats.add(documents_read=max(1, len(docs)), queries=1)
+        return [_stored(d) for d in docs]
+
+    def get_snapshot_chunks(self, snapshot_id: str, *, user_id: str) -> Sequence[StoredBatch]:
+        query = self._chunks(user_id, snapshot_id).order_by(FieldPath.document_id())
+        docs = self._call(f"reading snapshot {snapshot_id!r}", lambda: list(query.stream(**self._rpc())))
+        self.stats.add(documents_read=max(1, len(docs)), queries=1)
+        return [_stored(d) for d in docs]
+
+    def delete_snapshot(self, snapshot_id: str, *, user_id: str) -> WriteResult:
+        manifest = self.client.collection(*layout.snapshots_path(self.root, user_id)).document(
+            layout.validate_id("snapshot id", snapshot_id)
+        )
+        what = f"deleting snapshot {snapshot_id!r}"
+        snap = self._call(what, lambda: manifest.get(field_paths=[layout.F_SHARED_ON], **self._rpc()))
+        self.stats.add(documents_read=1)
+        deleted = self._delete(what, [manifest] if snap.exists else [])  # first: no longer complete
+        chunks = self._chunks(user_id, snapshot_id)
+        query = chunks.select([layout.F_SHARED_ON])  # ids only (list_documents needs admin rights)
+        refs = self._call(what, lambda: [d.reference for d in query.stream(**self._rpc())])
+        self.stats.add(documents_read=max(1, len(refs)), queries=1)
+        return WriteResult(deleted + self._delete(what, refs))
 
     # ---- writing ----
 
@@ -255,8 +417,11 @@ class FirestoreSharedLog(SharedSyncLog):
 
         def commit(todo: list[int]) -> bool:
             wb = self.client.batch()
+            extra: dict[str, Any] = {layout.F_SHARED_ON: firestore.SERVER_TIMESTAMP}
+            if self.expire_after is not None:  # the optional TTL safety net (docs/compaction.md)
+                extra[layout.F_EXPIRES] = datetime.now(UTC) + self.expire_after
             for i in todo:
-                wb.create(refs[i], {**batches[i].fields, layout.F_SHARED_ON: firestore.SERVER_TIMESTAMP})
+                wb.create(refs[i], {**batches[i].fields, **extra})
             try:
                 wb.commit(**self._rpc())
             except gexc.AlreadyExists:
@@ -324,7 +489,7 @@ class FirestoreSharedLog(SharedSyncLog):
         docs, cut = self._call(f"reading the log of user {user_id!r}", run)
         self.stats.add(documents_read=max(1, len(docs)), queries=1)
         batches = [
-            StoredBatch(pos.doc_id or "", {k: v for k, v in data.items() if k != layout.F_SHARED_ON}, pos.ts)
+            StoredBatch(pos.doc_id or "", {k: v for k, v in data.items() if k not in _STORED}, pos.ts)
             for pos, data in docs
             if data is not None
         ]
@@ -443,12 +608,46 @@ class FirestoreSharedLog(SharedSyncLog):
             settle_time=self.settle_time,
             page_docs=self.page_docs,
             sleep=self._sleep,
+            expire_after=self.expire_after,
         )
         for name, value in changes.items():
             if name == "retry":
                 value = value or NO_RETRY
             setattr(clone, name, value)
         return clone
+
+
+_STORED = (layout.F_SHARED_ON, layout.F_EXPIRES)
+"""Fields the backend adds to a document: not part of the batch (its reader would refuse them)."""
+
+
+def _device_info(user_id: str, device_id: str, data: Mapping[str, Any]) -> DeviceInfo:
+    key = data.get(layout.F_PUBLIC_KEY)
+    return DeviceInfo(
+        user_id,
+        device_id,
+        data.get(layout.F_SHARED_UNTIL),
+        data.get(layout.F_CREATED_AT),
+        key if isinstance(key, bytes) else None,
+        data.get(layout.F_LAST_SEEN),
+        _clocks(data.get(layout.F_FRONTIER)),
+        _clocks(data.get(layout.F_COMPACTED)),
+    )
+
+
+def _clocks(value: object) -> dict[str, int]:
+    """A stored clock map (device -> clock); anything malformed reads as nothing."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items() if type(v) is int}
+
+
+def _stored(doc: Any) -> StoredBatch:
+    """A document as the protocol returns it: its fields without ``sharedOn``, which becomes shared_on."""
+    data = doc.to_dict() or {}
+    shared_on = data.pop(layout.F_SHARED_ON, None)
+    data.pop(layout.F_EXPIRES, None)
+    return StoredBatch(doc.id, data, shared_on if isinstance(shared_on, datetime) else None)
 
 
 def _valid_id(value: str) -> bool:

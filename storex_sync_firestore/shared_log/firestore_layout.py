@@ -5,6 +5,8 @@ Layout, per user (a person, or an organisation whose devices share one log)::
     {root}/{userId}/devices/{deviceId}   registry + public key + that device's read marker (only it writes)
     {root}/{userId}/batches/{batchId}    one immutable batch document (format v2, ``shared_log.format``)
     {root}/{userId}/keys/data            an encrypted log's data key, wrapped by the passphrase
+    {root}/{userId}/snapshots/{snapshotId}                  a snapshot's manifest (written last)
+    {root}/{userId}/snapshots/{snapshotId}/chunks/{chunkId} its chunks (immutable, create-only)
 
 Every collection is per user, so no index (and no document) is shared by all users or written by all
 devices. A batch document holds the batch's fields as they are (its entries in one compressed bytes field
@@ -26,6 +28,8 @@ DEFAULT_ROOT = "storexSync"
 DEVICES = "devices"
 BATCHES = "batches"
 KEYS = "keys"
+SNAPSHOTS = "snapshots"
+CHUNKS = "chunks"
 DATA_KEY = "data"
 # Batch document fields besides the batch's own (``format.V2_FIELDS``): the server's commit time.
 F_DEVICE_ID = fmt.F_DEVICE_ID
@@ -38,6 +42,13 @@ F_MARKER_TS = "markerTs"
 F_MARKER_ID = "markerId"
 F_MARKER_SEEN = "markerSeen"
 MARKER_FIELDS = (F_MARKER_TS, F_MARKER_ID, F_MARKER_SEEN)
+# Liveness fields, written by the device itself (``touch_device``): server time, and clock maps.
+F_LAST_SEEN = "lastSeen"
+F_FRONTIER = "frontier"
+F_COMPACTED = "compacted"
+LIVENESS_FIELDS = (F_LAST_SEEN, F_FRONTIER, F_COMPACTED)
+#: Optional TTL field on batch documents and snapshots (docs/compaction.md): a second safety net.
+F_EXPIRES = "expireAt"
 
 # Size limits. Firestore: 1 MiB per document; the emulator caps a request (one commit) at 4 MiB (gRPC),
 # production at 10 MiB, so 4 MiB is the binding limit for code that must run on both.
@@ -76,6 +87,16 @@ def device_path(root: str, user_id: str, device_id: str) -> tuple[str, ...]:
 def key_path(root: str, user_id: str) -> tuple[str, ...]:
     """Path segments of the document holding an encrypted log's wrapped data key."""
     return (root, validate_id("user id", user_id), KEYS, DATA_KEY)
+
+
+def snapshots_path(root: str, user_id: str) -> tuple[str, ...]:
+    """Path segments of a user's snapshot manifests collection."""
+    return (root, validate_id("user id", user_id), SNAPSHOTS)
+
+
+def chunks_path(root: str, user_id: str, snapshot_id: str) -> tuple[str, ...]:
+    """Path segments of one snapshot's chunks collection."""
+    return (*snapshots_path(root, user_id), validate_id("snapshot id", snapshot_id), CHUNKS)
 
 
 def batches_path(root: str, user_id: str) -> tuple[str, ...]:
@@ -154,4 +175,10 @@ UNINDEXED_FIELDS: tuple[tuple[str, str], ...] = (
     (BATCHES, fmt.F_DATA),
     (DEVICES, F_MARKER_SEEN),
     (DEVICES, F_PUBLIC_KEY),
+    (DEVICES, F_FRONTIER),
+    (DEVICES, F_COMPACTED),
+    (SNAPSHOTS, fmt.F_PAYLOAD),
+    (SNAPSHOTS, fmt.F_SIGNATURE),
+    (CHUNKS, fmt.F_PAYLOAD),
+    (CHUNKS, fmt.F_SIGNATURE),
 )

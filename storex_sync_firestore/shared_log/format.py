@@ -310,6 +310,13 @@ def open_v2(
             stored = cipher.open(stored, header_bytes(kind, user_id, fields))
         except AuthenticationError as exc:
             raise RejectedBatchError(f"the payload does not decrypt: {exc}") from exc
+    lines = _split(inflate(stored, size))
+    _check_lines(lines, fields)
+    return OpenedBatch(batch_id, fields[F_DEVICE_ID], VERSION, tuple(lines))
+
+
+def inflate(stored: bytes, size: int) -> bytes:
+    """Decompress a payload that declares ``size`` bytes, never inflating more."""
     try:
         reader = zstandard.ZstdDecompressor()
         params = zstandard.get_frame_parameters(stored)
@@ -320,9 +327,7 @@ def open_v2(
         raise RejectedBatchError(f"the payload does not decompress: {exc}") from exc
     if len(raw) != size:
         raise RejectedBatchError(f"the payload holds {len(raw)} bytes, its header says {size}")
-    lines = _split(raw)
-    _check_lines(lines, fields)
-    return OpenedBatch(batch_id, fields[F_DEVICE_ID], VERSION, tuple(lines))
+    return raw
 
 
 def _split(raw: bytes) -> list[Line]:
@@ -401,6 +406,7 @@ __all__ = [
     "encode_batch",
     "from_header_json",
     "header_json",
+    "inflate",
     "legacy_id",
     "open_v1",
     "open_v2",

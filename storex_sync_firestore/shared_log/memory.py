@@ -1,7 +1,8 @@
 """An in-process shared log: the reference implementation of the protocol, for tests and examples.
 
-It keeps one append-only list of batches per user; a device's read marker is an index into it, so
-ordering and read markers are exact. Several ``do_sync`` calls in one process (for example three
+It keeps one list of batches per user, each with a sequence number that is never reused; a device's read
+marker is the last number it has seen, so ordering and read markers are exact, and deleting a batch
+(compaction) moves no marker. Several ``do_sync`` calls in one process (for example three
 simulated devices in a test) share one instance.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +22,14 @@ from .base import entry_count
 
 @dataclass(slots=True)
 class _User:
-    batches: list[StoredBatch] = field(default_factory=list)
+    batches: list[tuple[int, StoredBatch]] = field(default_factory=list)
     batch_ids: set[str] = field(default_factory=set)
+    seq: int = 0
     devices: dict[str, DeviceInfo] = field(default_factory=dict)
     markers: dict[str, int] = field(default_factory=dict)
     key_record: dict[str, Any] | None = None
+    manifests: dict[str, StoredBatch] = field(default_factory=dict)
+    chunks: dict[str, dict[str, StoredBatch]] = field(default_factory=dict)
 
 
 class MemorySharedLog:
@@ -53,8 +57,9 @@ class MemorySharedLog:
             user.devices[device_id] = info
             start = 0
             if shared_until is not None:
-                start = sum(
-                    1 for b in user.batches if b.shared_on is not None and b.shared_on <= shared_until
+                start = max(
+                    (n for n, b in user.batches if b.shared_on is not None and b.shared_on <= shared_until),
+                    default=0,
                 )
             user.markers[device_id] = start
         return device_id
@@ -71,7 +76,8 @@ class MemorySharedLog:
             for batch in batches:
                 if batch.batch_id in user.batch_ids:
                     continue
-                user.batches.append(StoredBatch(batch.batch_id, dict(batch.fields), now))
+                user.seq += 1
+                user.batches.append((user.seq, StoredBatch(batch.batch_id, dict(batch.fields), now)))
                 user.batch_ids.add(batch.batch_id)
                 written += 1
         return WriteResult(written)
@@ -88,14 +94,16 @@ class MemorySharedLog:
                 )
             marker = user.markers[device_id]
             page: list[StoredBatch] = []
-            entries = 0
-            for batch in user.batches[marker:]:
+            entries, last, has_more = 0, marker, False
+            for seq, batch in user.batches:
+                if seq <= marker:
+                    continue
                 if batch_size is not None and page and entries + entry_count(batch.fields) > batch_size:
+                    has_more = True
                     break
                 page.append(batch)
                 entries += entry_count(batch.fields)
-            last = marker + len(page)
-            has_more = last < len(user.batches)
+                last = seq
             return UnsyncedUpdate(page, memo=last, documents_read=len(page), has_more=has_more)
 
     def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> WriteResult:
@@ -106,6 +114,79 @@ class MemorySharedLog:
             moved = int(update.memo or 0) > markers[device_id]
             markers[device_id] = max(markers[device_id], int(update.memo or 0))
         return WriteResult(int(moved))
+
+    def list_batches(self, *, user_id: str) -> Sequence[StoredBatch]:
+        with self._lock:
+            return [b for _, b in self._user(user_id).batches]
+
+    def delete_batches(self, batch_ids: Sequence[str], *, user_id: str) -> WriteResult:
+        gone = set(batch_ids)
+        with self._lock:
+            user = self._user(user_id)
+            kept = [(n, b) for n, b in user.batches if b.batch_id not in gone]
+            deleted = len(user.batches) - len(kept)
+            user.batches = kept
+            user.batch_ids -= gone
+        return WriteResult(deleted)
+
+    def touch_device(
+        self,
+        *,
+        user_id: str,
+        device_id: str,
+        frontier: Mapping[str, int],
+        compacted: Mapping[str, int] | None = None,
+    ) -> WriteResult:
+        with self._lock:
+            user = self._user(user_id)
+            info = user.devices.get(device_id)
+            if info is None:
+                raise UnknownDeviceError(f"the shared log has no device {device_id!r} for user {user_id!r}")
+            done = dict(info.compacted if compacted is None else compacted)
+            user.devices[device_id] = replace(
+                info, last_seen=self._now(), frontier=dict(frontier), compacted=done
+            )
+        return WriteResult(1)
+
+    def list_devices(self, *, user_id: str) -> Sequence[DeviceInfo]:
+        with self._lock:
+            return list(self._user(user_id).devices.values())
+
+    def write_snapshot_chunks(
+        self, snapshot_id: str, chunks: Sequence[StoredBatch], *, user_id: str, device_id: str
+    ) -> WriteResult:
+        written = 0
+        with self._lock:
+            stored = self._user(user_id).chunks.setdefault(snapshot_id, {})
+            for chunk in chunks:
+                if chunk.batch_id not in stored:
+                    stored[chunk.batch_id] = StoredBatch(chunk.batch_id, dict(chunk.fields), self._now())
+                    written += 1
+        return WriteResult(written)
+
+    def write_snapshot_manifest(self, manifest: StoredBatch, *, user_id: str, device_id: str) -> WriteResult:
+        with self._lock:
+            manifests = self._user(user_id).manifests
+            if manifest.batch_id in manifests:
+                return WriteResult(0)
+            manifests[manifest.batch_id] = StoredBatch(manifest.batch_id, dict(manifest.fields), self._now())
+        return WriteResult(1)
+
+    def list_snapshots(self, *, user_id: str) -> Sequence[StoredBatch]:
+        with self._lock:
+            return list(self._user(user_id).manifests.values())
+
+    def get_snapshot_chunks(self, snapshot_id: str, *, user_id: str) -> Sequence[StoredBatch]:
+        with self._lock:
+            stored = self._user(user_id).chunks.get(snapshot_id, {})
+            return [stored[k] for k in sorted(stored)]
+
+    def delete_snapshot(self, snapshot_id: str, *, user_id: str) -> WriteResult:
+        with self._lock:
+            user = self._user(user_id)
+            deleted = int(user.manifests.pop(snapshot_id, None) is not None)
+            deleted += len(user.chunks.pop(snapshot_id, {}))
+        return WriteResult(deleted)
 
     def get_key_record(self, *, user_id: str) -> Mapping[str, Any] | None:
         with self._lock:

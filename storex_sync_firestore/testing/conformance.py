@@ -233,9 +233,77 @@ class SharedSyncLogConformance:
         assert shared_log.get_key_record(user_id="bob") is None
         assert not shared_log.put_key_record(user_id="bob", record=record, replaces="k1")
 
+    # ---- compaction, liveness and snapshots ----
+
+    def test_deleted_batches_are_gone_and_markers_stay_valid(self, shared_log: SharedSyncLog) -> None:
+        a, b, c = (shared_log.create_device_id(user_id=USER) for _ in range(3))
+        first, second, third = make_batch(a, 1, 2), make_batch(a, 10, 1), make_batch(a, 20, 1)
+        for batch in (first, second):
+            write(shared_log, batch)
+        assert keys(drain(shared_log, b)) == [(a, 1), (a, 2), (a, 10)]
+        assert [x.batch_id for x in shared_log.list_batches(user_id=USER)] == [
+            first.batch_id,
+            second.batch_id,
+        ]
+        assert (
+            shared_log.delete_batches([first.batch_id, second.batch_id], user_id=USER).documents_written == 2
+        )
+        assert shared_log.delete_batches([first.batch_id], user_id=USER).documents_written == 0
+        assert shared_log.list_batches(user_id=USER) == []
+        write(shared_log, third)
+        assert keys(drain(shared_log, b)) == [(a, 20)], "a marker past deleted batches still works"
+        assert keys(drain(shared_log, c)) == [(a, 20)], "a marker before them skips what is gone"
+        assert write(shared_log, first) == 1  # a deleted id may be written again (a crashed resend)
+
+    def test_devices_report_liveness(self, shared_log: SharedSyncLog) -> None:
+        a, b = (shared_log.create_device_id(user_id=USER) for _ in range(2))
+        before = {d.device_id: d for d in shared_log.list_devices(user_id=USER)}
+        assert set(before) == {a, b} and before[a].last_seen is None and before[a].frontier == {}
+        shared_log.touch_device(user_id=USER, device_id=a, frontier={a: 5, b: 2**62}, compacted={b: 7})
+        shared_log.touch_device(user_id=USER, device_id=a, frontier={a: 6, b: 2**62})
+        after = {d.device_id: d for d in shared_log.list_devices(user_id=USER)}
+        assert after[a].last_seen is not None
+        assert dict(after[a].frontier) == {a: 6, b: 2**62}
+        assert dict(after[a].compacted) == {b: 7}, "left out, the compaction record is kept"
+        assert after[b].last_seen is None
+        assert shared_log.list_devices(user_id="bob") == []
+        with pytest.raises(UnknownDeviceError):
+            shared_log.touch_device(user_id=USER, device_id="no-such-device", frontier={})
+
+    def test_snapshots_are_complete_once_their_manifest_is_written(self, shared_log: SharedSyncLog) -> None:
+        a = shared_log.create_device_id(user_id=USER)
+        sid = f"{a}-{1:016x}"
+        chunks = [StoredBatch(f"{i:06d}", {"v": 2, "index": i, "p": bytes([i]) * 10}) for i in range(3)]
+        assert (
+            shared_log.write_snapshot_chunks(sid, chunks[:2], user_id=USER, device_id=a).documents_written
+            == 2
+        )
+        assert shared_log.write_snapshot_chunks(sid, chunks, user_id=USER, device_id=a).documents_written == 1
+        assert shared_log.list_snapshots(user_id=USER) == [], "no manifest: not a snapshot yet"
+        manifest = StoredBatch(sid, {"v": 2, "deviceId": a, "p": b"frontier"})
+        assert shared_log.write_snapshot_manifest(manifest, user_id=USER, device_id=a).documents_written == 1
+        assert shared_log.write_snapshot_manifest(manifest, user_id=USER, device_id=a).documents_written == 0
+        listed = shared_log.list_snapshots(user_id=USER)
+        assert [(m.batch_id, dict(m.fields)) for m in listed] == [(sid, dict(manifest.fields))]
+        assert listed[0].shared_on is not None
+        got = shared_log.get_snapshot_chunks(sid, user_id=USER)
+        assert [(c.batch_id, dict(c.fields)) for c in got] == [(c.batch_id, dict(c.fields)) for c in chunks]
+        assert shared_log.list_snapshots(user_id="bob") == []
+        assert shared_log.delete_snapshot(sid, user_id=USER).documents_written == 4
+        assert shared_log.delete_snapshot(sid, user_id=USER).documents_written == 0
+        assert shared_log.list_snapshots(user_id=USER) == []
+        assert shared_log.get_snapshot_chunks(sid, user_id=USER) == []
+
+    def test_chunks_of_an_unfinished_snapshot_can_be_deleted(self, shared_log: SharedSyncLog) -> None:
+        a = shared_log.create_device_id(user_id=USER)
+        sid = f"{a}-{2:016x}"
+        chunk = StoredBatch("000000", {"v": 2, "p": b"x"})
+        shared_log.write_snapshot_chunks(sid, [chunk], user_id=USER, device_id=a)
+        assert shared_log.delete_snapshot(sid, user_id=USER).documents_written == 1
+        assert shared_log.get_snapshot_chunks(sid, user_id=USER) == []
+
 
 def _wait_past(instant: datetime) -> None:
-    import time
+    from ..retry import wait_until
 
-    while datetime.now(UTC) <= instant:
-        time.sleep(0.001)
+    assert wait_until(lambda: datetime.now(UTC) > instant, timeout=5.0, interval=0.001)

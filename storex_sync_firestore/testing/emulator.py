@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -178,17 +177,21 @@ class FirestoreEmulator:
             self.process = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self._log_dir
             )
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        from ..retry import wait_until
+
+        process = self.process
+
+        def ready() -> bool:
+            if process.poll() is not None:
                 raise EmulatorError(
-                    f"Firestore emulator exited with code {self.process.returncode} while starting on "
+                    f"Firestore emulator exited with code {process.returncode} while starting on "
                     f"{self.host_port}:\n{self.log_tail()}"
                 )
-            if self.is_ready():
-                self._check_rules()
-                return self
-            time.sleep(0.1)
+            return self.is_ready()
+
+        if wait_until(ready, timeout=self.start_timeout):
+            self._check_rules()
+            return self
         self.stop()
         raise EmulatorError(
             f"Firestore emulator did not answer on {self.host_port} within {self.start_timeout:.0f} s:\n"

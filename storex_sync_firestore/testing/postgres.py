@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -152,8 +151,9 @@ class PostgresServer:
     def _wait_ready(self, timeout: float, logfile: Path) -> None:
         import psycopg
 
-        deadline = time.monotonic() + timeout
-        while True:
+        from ..retry import wait_until
+
+        def ready() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise PostgresError(
@@ -161,14 +161,13 @@ class PostgresServer:
                 )
             try:
                 psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, dbname="postgres").close()
-                return
             except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise PostgresError(
-                        f"postgres did not accept connections within {timeout:.0f}s"
-                    ) from None
-                time.sleep(0.1)
+                return False
+            return True
+
+        if not wait_until(ready, timeout=timeout):
+            self.stop()
+            raise PostgresError(f"postgres did not accept connections within {timeout:.0f}s")
 
     def create_database(self, prefix: str = "test") -> str:
         """Create a fresh, empty database and return its SQLAlchemy URL."""
