@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import orjson
 from sqlalchemy import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import client_log, constraints, policy, quarantine, reconcile_sets, resolutions, retry, schema
 from .apply import ApplyResult
@@ -437,6 +438,8 @@ def _set_pass(run: _Run, reconciler: Reconciler, max_objects: int) -> _Passed | 
                 db.dialect.unsilence(conn)
         except reconcile_sets.UnfitError:
             pass
+        except _NOT_A_CHUNKS_FAULT:
+            raise  # a lost connection or a lock: the sync fails, as in the per-object path
         except Exception as exc:  # refused by the database (or its driver): each object gets its own try
             log.info("set-based apply refused (%s): this chunk goes object by object", _first_line(exc))
         if applied is None:
@@ -448,6 +451,10 @@ def _set_pass(run: _Run, reconciler: Reconciler, max_objects: int) -> _Passed | 
         integrated = client_log.mark_integrated_rows(conn, [int(r[0]) for r in rows if r[7]])
         db.save_clock(conn, run.clock)
     return _Passed([], [], ApplyResult(applied), [], integrated)
+
+
+_NOT_A_CHUNKS_FAULT = (OperationalError, InterfaceError, MemoryError)
+"""Errors of the database itself, not of what a chunk writes (as ``constraints`` tells them apart)."""
 
 
 def _keys_by_table(objects: Mapping[tuple[str, str], object]) -> dict[str, list[list[object]]]:
