@@ -182,52 +182,40 @@ def plan_upload(
     and later entries go on (flaw 3.12: it does not wedge sync). None when nothing is left to plan.
     """
     limit = "" if max_entries is None else f" LIMIT {int(max_entries)}"
-    rows = conn.execute(
-        text(
-            f"SELECT {_COLUMNS} FROM {LOG_TABLE} "
-            f"WHERE shared_on = 0 AND upload_batch IS NULL ORDER BY hlc{limit}"
-        )
-    ).all()
-    if not rows:
+    if pre_send is None and type(serializer) is JsonSerializer:
+        planned = _plain_lines(conn, limit)
+    else:
+        planned = _hooked_lines(conn, limit, serializer, pre_send)
+    if planned is None:
         return None
-    withheld: list[int] = []
-    lines: list[fmt.Line] = []
-    seqs: list[int] = []
-    by_seq = {int(r[0]): r for r in rows}
+    seqs, hlcs, texts, withheld = planned
     set_aside = 0
-    plain = pre_send is None and type(serializer) is JsonSerializer
-    for row in rows:
-        line = _line(row) if plain else _hooked_line(row, serializer, pre_send)
-        if line is None:
-            withheld.append(int(row[0]))
-            continue
-        lines.append(line)
-        seqs.append(int(row[0]))
     batch: tuple[str, dict[str, Any]] | None = None
-    while lines:
-        batch = _fitting(lines, signer, max_stored_bytes)
+    while texts:
+        batch = _fitting(texts, hlcs, signer, max_stored_bytes)
         if batch is not None:
             break
         # The first entry alone does not fit a document: set it aside, go on with the rest.
-        entry = _entry(by_seq[seqs[0]])
+        entry = _entry(_row(conn, seqs[0]))
         quarantine(
             conn,
             [entry],
             f"entry for {entry.table} key {list(entry.pk)} does not fit one shared-log document even "
-            f"compressed ({len(lines[0].text.encode()):,} bytes): it was not sent; "
+            f"compressed ({len(texts[0].encode()):,} bytes): it was not sent; "
             "shrink the row or split the value",
             direction="outgoing",
             now_ms=now_ms,
         )
         withheld.append(seqs.pop(0))
-        lines.pop(0)
+        hlcs.pop(0)
+        texts.pop(0)
         set_aside += 1
     _many(conn, f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = ?", [(s,) for s in withheld])
     if batch is None:
         return PlannedUpload(None, withheld=len(withheld) - set_aside, set_aside=set_aside)
     batch_id, fields = batch
     count = fields[fmt.F_COUNT]
-    clocks = (lines[0].hlc, lines[count - 1].hlc)
+    clocks = (hlcs[0], hlcs[count - 1])
     conn.execute(
         text(
             f"INSERT INTO {OUTBOX_TABLE} (batch_id, first_hlc, last_hlc, header, payload) "
@@ -253,6 +241,64 @@ def plan_upload(
     return PlannedUpload(StoredBatch(batch_id, fields), clocks, count, len(withheld) - set_aside, set_aside)
 
 
+Planned = tuple[list[int], list[int], list[str], list[int]]
+"""Seqs, clocks and payload lines (``<hlc>\t<entry JSON>\n``) of the entries to send, and the seqs of
+those withheld."""
+
+_UNSHARED = f"FROM {LOG_TABLE} WHERE shared_on = 0 AND upload_batch IS NULL ORDER BY hlc"
+
+
+def _plain_lines(conn: Connection, limit: str) -> Planned | None:
+    """The payload lines of the default serializer, assembled by the database from the stored JSON: key
+    and values are the canonical text the log holds, so the bytes are those ``JsonSerializer`` writes
+    (keys in the same order), and no entry passes through Python one by one."""
+    names = conn.execute(text(f"SELECT DISTINCT tbl FROM (SELECT tbl {_UNSHARED}{limit}) AS unshared")).all()
+    if not names:
+        return None
+    params: dict[str, str] = {}
+    cases = []
+    for i, (name,) in enumerate(names):
+        params[f"n{i}"], params[f"j{i}"] = str(name), _json_name(str(name))
+        cases.append(f"WHEN :n{i} THEN :j{i}")
+    line = (
+        'CAST(hlc AS TEXT) || :tab || \'{"op":"\' || op || \'","table":\' || '
+        f"CASE tbl {' '.join(cases)} END || ',\"pk\":' || pk || "
+        "COALESCE(',\"value\":' || value, '') || '}' || :nl"
+    )
+    rows = conn.execute(
+        text(f"SELECT seq, hlc, {line} {_UNSHARED}{limit}"), {**params, "tab": "\t", "nl": "\n"}
+    )
+    seqs, hlcs, texts = [], [], []
+    for seq, hlc, assembled in rows:
+        seqs.append(int(seq))
+        hlcs.append(int(hlc))
+        texts.append(str(assembled))
+    return seqs, hlcs, texts, []
+
+
+def _hooked_lines(
+    conn: Connection, limit: str, serializer: Serializer, pre_send: PreSend | None
+) -> Planned | None:
+    """The payload lines through ``pre_send`` and a custom serializer, one entry at a time."""
+    rows = conn.execute(text(f"SELECT {_COLUMNS} {_UNSHARED}{limit}")).all()
+    if not rows:
+        return None
+    seqs, hlcs, texts, withheld = [], [], [], []
+    for row in rows:
+        line = _hooked_line(row, serializer, pre_send)
+        if line is None:
+            withheld.append(int(row[0]))
+            continue
+        seqs.append(int(row[0]))
+        hlcs.append(line.hlc)
+        texts.append(f"{line.hlc}\t{line.text}\n")
+    return seqs, hlcs, texts, withheld
+
+
+def _row(conn: Connection, seq: int) -> Sequence[Any]:
+    return conn.execute(text(f"SELECT {_COLUMNS} FROM {LOG_TABLE} WHERE seq = :s"), {"s": seq}).one()
+
+
 def planned_entries(conn: Connection, batch: PlannedUpload) -> list[LogEntry]:
     """The log entries a planned batch carries (as logged, before any ``pre_send``), for events."""
     if batch.batch is None:
@@ -264,13 +310,16 @@ def planned_entries(conn: Connection, batch: PlannedUpload) -> list[LogEntry]:
     return [_entry(r) for r in rows]
 
 
-def _fitting(lines: list[fmt.Line], signer: Signer, budget: int) -> tuple[str, dict[str, Any]] | None:
-    """The longest prefix of ``lines`` whose compressed payload fits ``budget``, encoded; None if not even
-    the first line fits. Each cut aims just under the budget by the ratio the last attempt showed."""
-    n = len(lines)
+def _fitting(
+    texts: list[str], hlcs: list[int], signer: Signer, budget: int
+) -> tuple[str, dict[str, Any]] | None:
+    """The longest prefix of the payload lines whose compressed payload fits ``budget``, encoded; None if
+    not even the first line fits. Each cut aims just under the budget by the ratio the last attempt showed."""
+    n = len(texts)
     while n:
-        batch_id, fields = fmt.encode_batch(
-            lines[:n],
+        batch_id, fields = fmt.seal_span(
+            "".join(texts[:n]).encode("utf-8"),
+            (hlcs[0], hlcs[n - 1], n),
             user_id=signer.user_id,
             device_id=signer.device_id,
             key=signer.key,
@@ -281,14 +330,6 @@ def _fitting(lines: list[fmt.Line], signer: Signer, budget: int) -> tuple[str, d
             return batch_id, fields
         n = 0 if n == 1 else max(1, min(n - 1, int(n * budget / stored * 0.9)))
     return None
-
-
-def _line(row: Sequence[Any]) -> fmt.Line:
-    """The default serializer's text, assembled from the stored JSON without parsing it: the bytes
-    ``JsonSerializer`` writes for the entry (keys in the same order), for the common case of no hooks."""
-    _seq, _device_id, hlc, tbl, pk, op, value, _pending = row
-    tail = "}" if value is None else f',"value":{value}}}'
-    return fmt.Line(int(hlc), f'{{"op":"{op}","table":{_json_name(tbl)},"pk":{pk}{tail}')
 
 
 def _hooked_line(row: Sequence[Any], serializer: Serializer, pre_send: PreSend | None) -> fmt.Line | None:
