@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from . import client_log, constraints, policy, quarantine, resolutions, retry, schema
+from . import client_log, constraints, liveness, policy, quarantine, resolutions, retry, schema, snapshot
 from .apply import ApplyResult
 from .capture.base import TableInfo
 from .clock import HybridLogicalClock, wall_clock_ms
@@ -33,6 +33,7 @@ from .events import SyncEvents
 from .models import LogEntry, Operation, SyncSummary, WriteResult
 from .reconcile import ObjectHistory, Reconciler, reconcile_sync_log
 from .resolutions import Resolution
+from .shared_log import format as fmt
 from .shared_log.base import SharedSyncLog
 from .validate import PostReceive, Verifier
 
@@ -95,6 +96,7 @@ def do_sync(
     clock: HybridLogicalClock | None = None,
     now_ms: Callable[[], int] = wall_clock_ms,
     progress: Progress | None = None,
+    snapshot_after: int | None = snapshot.DEFAULT_SNAPSHOT_AFTER,
 ) -> SyncSummary:
     """One sync round of ``db`` through ``shared_log``; returns what it did.
 
@@ -105,6 +107,9 @@ def do_sync(
     ``pre_send``/``post_receive`` may transform an entry or return None: a dropped outgoing entry is
     withheld (never sent, counted), a dropped incoming one is set aside (kept, never lost).
     ``cleanup_after_reconcile`` prunes log entries that no future merge needs, keeping tombstones.
+    A new device, or one that a compaction left behind, first loads the latest snapshot (``snapshot``);
+    after ``snapshot_after`` entries received and shared since the latest snapshot, a complete sync
+    writes one (None: never).
     """
     unknown = set(stages) - set(STAGES)
     if unknown:
@@ -143,6 +148,10 @@ def do_sync(
             now_ms,
             cipher,
         )
+        boot = snapshot.bootstrap_if_needed(db, shared_log, verifier, run.clock, now_ms=now_ms)
+        run.summary.documents_read += boot.documents_read
+        run.summary.received += boot.entries
+        run.summary.set_aside += boot.set_aside
         if not _receive(run, verifier, download_batch_size):
             return run.summary
     if "share" in stages:
@@ -166,6 +175,13 @@ def do_sync(
         with db.transaction() as conn:
             client_log.prune(conn, int(db.get_state(conn, "pruned_upto") or 0))
             db.set_state(conn, "pruned_upto", client_log.prune_mark(conn))
+    if "receive" in stages:
+        run.summary.documents_written += liveness.report(
+            db, shared_log, user_id=user_id, device_id=device_id, now_ms=now_ms()
+        )
+    if snapshot.due(db, run.summary, snapshot_after) and len(set(stages)) == len(STAGES):
+        written = snapshot.write_snapshot(db, shared_log, sync=False)
+        run.summary.documents_written += written.documents_written
     return run.summary
 
 
@@ -209,9 +225,13 @@ def _receive(run: _Run, verifier: Verifier, batch_size: int | None) -> bool:
             user_id=run.user_id, device_id=run.device_id, batch_size=batch_size
         )
         run.summary.documents_read += update.documents_read
-        checked = verifier.check(update.batches)
+        with run.db.transaction(write=False) as conn:
+            loaded = snapshot.frontier(conn, snapshot.SNAPSHOT_FRONTIER)
+        # Batches inside a snapshot this device loaded: their entries are here already.
+        checked = verifier.check([b for b in update.batches if not snapshot.covered(b, loaded)])
         now = run.now_ms()
         with run.db.transaction() as conn:
+            snapshot.advance(conn, checked.frontier)
             run.db.load_clock(conn, run.clock)
             for entry in checked.entries:
                 run.clock.receive(entry.hlc)
@@ -273,6 +293,8 @@ def _share(
         """Mark the batch shared now that the log has it; say whether to go on."""
         with run.db.transaction() as conn:
             client_log.mark_shared(conn, batch, run.now_ms())
+            if batch.batch is not None:
+                snapshot.advance(conn, {run.device_id: batch.batch.fields[fmt.F_LAST_HLC]})
         run.summary.documents_written += result.documents_written
         run.summary.sent += batch.entries
         run.report("share", batch.entries)

@@ -13,7 +13,10 @@ Per batch document (``shared_log.format``), a reader checks, the same way on eve
   from devices registered without a key, and their ids must match their content;
 * the payload inflates to the size its header declares, and its clocks match the header.
 
-A batch that fails is set aside whole. Then per entry: its shape, its table and columns are synced here,
+A batch that fails is set aside whole. Snapshots (``shared_log.snapshot_format``) are checked the same
+way: the manifest and every chunk signed by one registered device, each chunk the one the manifest
+names by digest, every entry within the manifest's frontier; a snapshot that fails is not used at all.
+Then per entry (of a batch or a snapshot): its shape, its table and columns are synced here,
 its key has that table's arity, every value decodes, and its clock is not far ahead of the time the log
 accepted the batch (``MAX_AHEAD_MS``: judged against the log's clock, so every device decides alike, and
 the local clock never moves more than that past the log's). An entry that fails is set aside with the
@@ -49,6 +52,7 @@ from .errors import InvalidEntryError
 from .models import DeviceInfo, Json, LogEntry, StoredBatch
 from .policy import RULES_TABLE, validate_declaration
 from .shared_log import format as fmt
+from .shared_log import snapshot_format as sf
 from .signing import DeviceKey, verify
 
 MAX_AHEAD_MS = 10 * 60 * 1000
@@ -85,6 +89,8 @@ class Checked:
 
     entries: list[LogEntry] = field(default_factory=list)
     set_aside: list[SetAside] = field(default_factory=list)
+    frontier: dict[str, int] = field(default_factory=dict)
+    """Per device, the last clock of its batches that verified (this device's own included)."""
 
 
 class NotSyncedHereError(InvalidEntryError):
@@ -115,6 +121,10 @@ class Verifier:
             except InvalidEntryError as exc:
                 checked.set_aside.append(_rejected(batch, exc))
                 continue
+            last = batch.fields.get(fmt.F_LAST_HLC) if opened is None else opened.lines[-1].hlc
+            device = self.device_id if opened is None else opened.device_id
+            if type(last) is int:
+                checked.frontier[device] = max(last, checked.frontier.get(device, 0))
             if opened is None:
                 continue  # this device's own batch: it has the entries already
             for line in opened.lines:
@@ -124,6 +134,56 @@ class Verifier:
                     again = isinstance(exc, NotSyncedHereError)
                     checked.set_aside.append(SetAside(opened.device_id, line.hlc, line.text, str(exc), again))
         return checked
+
+    def _signer_key(self, claimed: str, shared_on: datetime | None) -> bytes:
+        """The public key that a snapshot document claiming ``claimed`` must verify with."""
+        if claimed == self.device_id:
+            return self.key.public_key
+        info = self.device(claimed)
+        if info is None or info.public_key is None:
+            raise fmt.RejectedBatchError(f"device {claimed!r} is not registered with a signing key")
+        if info.created_at is not None and shared_on is not None and shared_on < info.created_at:
+            raise fmt.RejectedBatchError(f"the snapshot was written before device {claimed!r} was registered")
+        return info.public_key
+
+    def manifest(self, stored: StoredBatch) -> sf.Manifest:
+        """Verify a snapshot's manifest and read it (frontier, chunk digests)."""
+        message = sf.check_manifest(stored.batch_id, stored.fields, user_id=self.user_id, cipher=self.cipher)
+        key = self._signer_key(stored.fields[fmt.F_DEVICE_ID], stored.shared_on)
+        if not verify(key, message, stored.fields[fmt.F_SIGNATURE]):
+            raise fmt.RejectedBatchError("the manifest's signature is not its device's (forged or altered)")
+        return sf.open_manifest(stored.batch_id, stored.fields, user_id=self.user_id, cipher=self.cipher)
+
+    def snapshot(
+        self, manifest: sf.Manifest, chunks: Sequence[StoredBatch], shared_on: datetime | None
+    ) -> tuple[list[LogEntry], list[SetAside]]:
+        """Verify a snapshot's chunks and check their entries as a batch's; raises RejectedBatchError if
+        the snapshot as a whole does not verify (then it is not used)."""
+        if [c.batch_id for c in chunks] != [sf.chunk_id(i) for i in range(len(manifest.digests))]:
+            raise fmt.RejectedBatchError(
+                f"snapshot {manifest.snapshot_id!r} is missing chunks or has extra ones"
+            )
+        key = self._signer_key(manifest.device_id, shared_on)
+        entries: list[LogEntry] = []
+        set_aside: list[SetAside] = []
+        for chunk in chunks:
+            message = sf.check_chunk(
+                chunk.batch_id, chunk.fields, manifest, user_id=self.user_id, cipher=self.cipher
+            )
+            if not verify(key, message, chunk.fields[fmt.F_SIGNATURE]):
+                raise fmt.RejectedBatchError("a chunk's signature is not its device's (forged or altered)")
+            for line in sf.open_chunk(chunk.fields, user_id=self.user_id, cipher=self.cipher):
+                if len(line.device_id.encode()) > fmt.MAX_DEVICE_ID_BYTES or line.hlc > manifest.frontier.get(
+                    line.device_id, 0
+                ):
+                    raise fmt.RejectedBatchError("a snapshot entry lies outside the manifest's frontier")
+                origin = fmt.OpenedBatch(chunk.batch_id, line.device_id, fmt.VERSION, ())
+                try:
+                    entries.append(self.entry(origin, fmt.Line(line.hlc, line.text), shared_on))
+                except InvalidEntryError as exc:
+                    again = isinstance(exc, NotSyncedHereError)
+                    set_aside.append(SetAside(line.device_id, line.hlc, line.text, str(exc), again))
+        return entries, set_aside
 
     def device(self, device_id: str) -> DeviceInfo | None:
         if device_id not in self._devices:
