@@ -9,6 +9,7 @@ imported by the command that needs it, so ``storex-sync --help`` answers at once
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -245,17 +246,24 @@ def sync(db_url: str, timeout: float | None, as_json: bool) -> None:
     metavar="SECONDS",
     help="Poll the shared log this often (default: 2; 60 with Firestore, which also pushes changes).",
 )
+@click.option(
+    "--compact",
+    "compact_log",
+    is_flag=True,
+    help="Also compact the shared log about once a day (as 'storex-sync compact' with its defaults).",
+)
 @timeout_option
-def watch(db_url: str, interval: float | None, timeout: float | None) -> None:
+def watch(db_url: str, interval: float | None, timeout: float | None, compact_log: bool) -> None:
     """Keep syncing until Ctrl-C: soon after a local change or another device's upload."""
     from . import commands
     from .continuous import ContinuousSync
 
     db = commands.open_database(db_url)
     state = commands.initialized_state(db)
-    runner = ContinuousSync(
-        db, commands.open_log(state["log"], timeout=timeout), remote_poll_interval=interval
-    )
+    shared_log = commands.open_log(state["log"], timeout=timeout)
+    runner = ContinuousSync(db, shared_log, remote_poll_interval=interval)
+    if compact_log:
+        runner.events.on("sync_finished", lambda **kw: _compact_after(db, shared_log, **kw))
     started: dict[str, float] = {}
     runner.events.on("sync_started", lambda: started.update(at=time.monotonic()))
     runner.events.on("sync_finished", lambda **kw: _report_watch(runner, started.get("at", 0.0), **kw))
@@ -286,6 +294,23 @@ def watch(db_url: str, interval: float | None, timeout: float | None) -> None:
     os._exit(0)
 
 
+def _compact_after(db: Any, shared_log: Any, *, summary: SyncSummary | None, **_: Any) -> None:
+    """After a successful sync in ``watch --compact``: compact if a day passed since the last time."""
+    from .compaction import compact_if_due
+
+    if summary is None or not summary.finished:
+        return
+    try:
+        done = compact_if_due(db, shared_log)
+    except Exception as exc:  # reported; the next day's attempt tries again, syncing goes on
+        click.echo(f"compaction failed: {_one_line(exc)}", err=True)
+        return
+    if done is not None and done.batches_deleted:
+        click.echo(
+            f"compacted: deleted {done.batches_deleted} batches, {done.snapshots_deleted} old snapshots"
+        )
+
+
 def _report_watch(
     runner: ContinuousSync,
     started: float,
@@ -308,14 +333,84 @@ def _report_watch(
         )
 
 
+def _duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``15m``, ``0s``: a duration for --older-than and --retention."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    except (KeyError, ValueError, IndexError):
+        raise click.BadParameter(f"{text!r} is not a duration such as 7d, 12h, 30m or 0s") from None
+
+
+@cli.command()
+@db_option
+@timeout_option
+@json_option
+def snapshot(db_url: str, timeout: float | None, as_json: bool) -> None:
+    """Sync, then write the merged state to the shared log: new devices start from it."""
+    from . import commands
+
+    written = commands.write_log_snapshot(commands.open_database(db_url), timeout=timeout)
+    if as_json:
+        out = {"ok": True, "snapshot": written.snapshot_id, "entries": written.entries}
+        click.echo(
+            json.dumps({**out, "chunks": written.chunks, "documents_written": written.documents_written})
+        )
+        return
+    click.echo(f"snapshot {written.snapshot_id}: {written.entries} entries in {written.chunks} chunks")
+
+
+@cli.command()
+@db_option
+@click.option(
+    "--older-than",
+    "older_than",
+    default="7d",
+    show_default=True,
+    metavar="DURATION",
+    help="Keep batches shared more recently than this (0s: compact all that is safe now).",
+)
+@click.option(
+    "--retention",
+    default="30d",
+    show_default=True,
+    metavar="DURATION",
+    help="Devices not seen for this long stop holding the log back (they bootstrap on return).",
+)
+@timeout_option
+@json_option
+def compact(db_url: str, older_than: str, retention: str, timeout: float | None, as_json: bool) -> None:
+    """Delete the batches the latest snapshot covers that every active device has read."""
+    from . import commands
+
+    done = commands.compact_log(
+        commands.open_database(db_url), older_than=_duration(older_than), retention=_duration(retention),
+        timeout=timeout,
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps({"ok": True, **dataclasses.asdict(done)}))
+        return
+    away = (
+        f"; not seen within the retention: {', '.join(done.inactive_devices)}"
+        if done.inactive_devices
+        else ""
+    )
+    click.echo(f"deleted {done.batches_deleted} batches ({done.entries_deleted} entries), kept "
+               f"{done.batches_kept}; deleted {done.snapshots_deleted} old snapshots{away}")  # fmt: skip
+
+
 @cli.command()
 @db_option
 @json_option
-def status(db_url: str, as_json: bool) -> None:
+@click.option("--offline", is_flag=True, help="Only what the database knows: do not ask the shared log.")
+def status(db_url: str, as_json: bool, offline: bool) -> None:
     """Show the device, its log, what waits to be shared or applied, and the last sync."""
     from . import commands
 
-    info = commands.database_status(commands.open_database(db_url))
+    db = commands.open_database(db_url)
+    info = commands.database_status(db)
+    if not offline:
+        info["shared_log"] = commands.shared_log_status(db)
     if as_json:
         click.echo(json.dumps(info, default=str))
         return
@@ -346,6 +441,27 @@ def status(db_url: str, as_json: bool) -> None:
         at = datetime.fromtimestamp(r["at_ms"] / 1000).isoformat(sep=" ", timespec="seconds")
         key = json.dumps(r["pk"]) if r["pk"] else ""
         click.echo(f"  {at} {r['table']} {key} {r['rule']}: {json.dumps(r['detail'], ensure_ascii=False)}")
+    _print_log_status(info.get("shared_log"))
+
+
+def _print_log_status(info: dict[str, Any] | None) -> None:
+    if info is None:
+        return
+    if "error" in info:
+        click.echo(f"{'shared log':<13}unreachable: {info['error']}")
+        return
+    click.echo(f"{'shared log':<13}{info['documents']} documents, {info['bytes']:,} bytes "
+               f"({info['batches']} batches, {info['entries']} entries)")  # fmt: skip
+    snap = info["snapshot"]
+    if snap is None:
+        click.echo(f"{'snapshot':<13}none ('storex-sync snapshot' writes one)")
+    else:
+        age = f", {snap['age_s'] / 3600:.1f} h old" if "age_s" in snap else ""
+        click.echo(f"{'snapshot':<13}{snap['id']}: {snap.get('entries', '?')} entries{age}; "
+                   f"frontier {json.dumps(snap.get('frontier', {}))}")  # fmt: skip
+    for d in info["devices"]:
+        lag = "never synced" if d["lag_entries"] is None else f"{d['lag_entries']} entries behind"
+        click.echo(f"  device {d['device_id']}: {lag}, last seen {d['last_seen'] or 'never'}")
 
 
 @cli.command()

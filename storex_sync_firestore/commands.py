@@ -222,6 +222,34 @@ def sync_database(db: SyncedDatabase, *, timeout: float | None = None, **options
     return sync_and_record(db, open_log(str(state["log"]), timeout=timeout), **options)
 
 
+def write_log_snapshot(db: SyncedDatabase, *, timeout: float | None = None) -> Any:
+    """``storex-sync snapshot``: sync, then write a snapshot to the log stored by ``init``."""
+    from .snapshot import write_snapshot
+
+    state = initialized_state(db)
+    return write_snapshot(db, open_log(str(state["log"]), timeout=timeout))
+
+
+def compact_log(db: SyncedDatabase, *, timeout: float | None = None, **options: Any) -> Any:
+    """``storex-sync compact``: delete what the latest snapshot covers (see ``compaction``)."""
+    from .compaction import compact
+
+    state = initialized_state(db)
+    return compact(db, open_log(str(state["log"]), timeout=timeout), **options)
+
+
+def shared_log_status(db: SyncedDatabase, *, timeout: float | None = None) -> dict[str, Any]:
+    """The shared log's size, latest snapshot and devices for ``status``; ``error`` if unreachable."""
+    from .errors import SharedLogError
+    from .log_status import log_status
+
+    state = initialized_state(db)
+    try:
+        return log_status(db, open_log(str(state["log"]), timeout=timeout))
+    except SharedLogError as exc:
+        return {"error": str(exc)}
+
+
 def database_status(
     db: SyncedDatabase, *, set_aside_limit: int = 20, resolutions_limit: int = 10
 ) -> dict[str, Any]:

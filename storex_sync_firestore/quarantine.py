@@ -56,7 +56,23 @@ def quarantine(
 
 
 def quarantine_received(conn: Connection, items: Sequence[SetAside], now_ms: int) -> None:
-    """Set aside what the receive stage refused, keeping its text as it arrived (it may not even parse)."""
+    """Set aside what the receive stage refused, keeping its text as it arrived (it may not even parse).
+
+    Something already set aside is not added again: a repaired read marker reads the log again.
+    """
+    if not items:
+        return
+    devices = sorted({item.device_id for item in items})
+    names = ", ".join(f":d{i}" for i in range(len(devices)))
+    rows = conn.execute(
+        text(
+            f"SELECT device_id, hlc, reason FROM {QUARANTINE_TABLE} "
+            f"WHERE direction = 'incoming' AND device_id IN ({names})"
+        ),
+        {f"d{i}": d for i, d in enumerate(devices)},
+    )
+    known = {(str(d), None if h is None else int(h), str(r)) for d, h, r in rows}
+    items = [item for item in items if (item.device_id, item.hlc, item.reason) not in known]
     if not items:
         return
     conn.execute(

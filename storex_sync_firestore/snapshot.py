@@ -193,6 +193,24 @@ def due(db: SyncedDatabase, summary: Any, snapshot_after: int | None) -> bool:
     return snapshot_after is not None and since >= snapshot_after
 
 
+def verifier_for(db: SyncedDatabase, shared_log: SharedSyncLog) -> tuple[Verifier, str, str]:
+    """A verifier for this database's device, as sync builds one; with the user and device ids."""
+    with db.transaction(write=False) as conn:
+        device_id = db.device_id(conn)
+        user_id = db.get_state(conn, "user_id") or ""
+        key, cipher = db.signing_key(conn), db.data_key(conn)
+    verifier = Verifier(
+        user_id,
+        device_id,
+        key,
+        lambda other: shared_log.get_device_info(user_id=user_id, device_id=other),
+        db.synced_tables(),
+        db.dialect,
+        cipher=cipher,
+    )
+    return verifier, user_id, device_id
+
+
 # ---- writing ----------------------------------------------------------------------------------------------
 
 
@@ -329,5 +347,6 @@ __all__ = [
     "bootstrap_if_needed",
     "covered",
     "latest",
+    "verifier_for",
     "write_snapshot",
 ]

@@ -225,3 +225,44 @@ def test_denied_invalid_token_and_invalid_argument_each_get_their_own_hint(
     assert "packing" in str(hints["limit"])
     assert "line:column" in str(hints["rules"])
     assert len(set(hints.values())) == 4
+
+
+EMPTY_MARKER = {"markerTs": None, "markerId": None, "markerSeen": []}
+
+
+def test_markers_must_have_their_shape_and_batch_ids_their_length(
+    alice_log: FirestoreSharedLog, as_user: Callable[..., Any], firestore_client: Any
+) -> None:
+    """Issue 10: a ``markerSeen`` item without ``id`` or a string ``markerTs`` broke every sync of the
+    device; 800 batches with 1,400-byte ids made its marker outgrow a document."""
+    a = alice_log.create_device_id(user_id="alice")
+    b = alice_log.create_device_id(user_id="alice")
+    alice_log.write_batches([alice_batch(a, 1, 2)], user_id="alice", device_id=a)
+    drain(alice_log.with_options(settle_time=timedelta(0)), b, user_id="alice")
+    ref = as_user("alice").collection("storexSync/alice/devices").document(b)
+    now = datetime.now(UTC)
+    denied(lambda: ref.update({"markerSeen": [{"t": now}]}))  # an item without id
+    denied(lambda: ref.update({"markerSeen": [{"t": now, "id": "ok"}, {"id": "b"}]}))  # the last one
+    denied(lambda: ref.update({"markerSeen": [{"t": now, "id": "x" * 163}]}))
+    denied(lambda: ref.update({"markerSeen": [{"t": now, "id": "ok", "more": 1}]}))
+    denied(lambda: ref.update({"markerSeen": [{"t": now, "id": "ok"}] * 2_001}))
+    denied(lambda: ref.update({"markerTs": "yesterday"}))
+    denied(lambda: ref.update({"markerId": "x" * 163}))
+    ref.update({"markerSeen": [{"t": now, "id": "ok"}] * 2_000})
+    # A marker broken past the rules (an admin key) may be repaired, even to an earlier position.
+    firestore_client.document(f"storexSync/alice/devices/{b}").update({"markerTs": "yesterday"})
+    ref.update({"markerTs": None, "markerId": None, "markerSeen": []})
+    devices = as_user("alice").collection("storexSync/alice/devices")
+    long_id = "d" * 129
+    devices.document(long_id).create(
+        {"deviceId": long_id, "createdAt": firestore.SERVER_TIMESTAMP, **EMPTY_MARKER}
+    )
+    batches = as_user("alice").collection("storexSync/alice/batches")
+    long = alice_batch(long_id, 1, 1)
+    denied(lambda: batches.document(long.batch_id).create(body(long)))  # 163 bytes: longer than any batch id
+    longest = "d" * 128
+    devices.document(longest).create(
+        {"deviceId": longest, "createdAt": firestore.SERVER_TIMESTAMP, **EMPTY_MARKER}
+    )
+    fine = alice_batch(longest, 1, 1)
+    batches.document(fine.batch_id).create(body(fine))

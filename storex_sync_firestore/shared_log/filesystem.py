@@ -250,11 +250,15 @@ class FilesystemSharedLog(SharedSyncLog):
         user_dir = self._user_dir(user_id)
         device = self._device(user_dir, user_id, device_id)
         shared_until = _time(device.get("shared_until"))
-        marker = self._marker(user_dir, device_id)
+        marker, broken = self._marker(user_dir, device_id)
         page: list[StoredBatch] = []
-        last, read, entries, has_more = marker, 0, 0, False
         deleted = self._deleted(user_dir)
-        for seq, name in self._batches(user_dir):
+        listed = self._batches(user_dir)
+        top = max([listed[-1][0] if listed else 0, *deleted])
+        if marker > top:  # past every batch there is: later batches would be skipped; read them all again
+            marker, broken = 0, True
+        last, read, entries, has_more = marker, 0, 0, False
+        for seq, name in listed:
             if seq <= marker or seq in deleted:
                 continue
             while last + 1 in deleted:
@@ -274,7 +278,7 @@ class FilesystemSharedLog(SharedSyncLog):
                 page.append(batch)
                 entries += entry_count(batch.fields)
             last = seq
-        return UnsyncedUpdate(page, memo=last, documents_read=read, has_more=has_more)
+        return UnsyncedUpdate(page, memo=(last, broken), documents_read=read, has_more=has_more)
 
     @staticmethod
     def _read(path: Path) -> StoredBatch:
@@ -287,9 +291,9 @@ class FilesystemSharedLog(SharedSyncLog):
         user_dir = self._user_dir(user_id)
         self._device(user_dir, user_id, device_id)
         with self._locked(user_dir):
-            current = self._marker(user_dir, device_id)
-            target = int(update.memo or 0)
-            if target <= current:
+            current, _ = self._marker(user_dir, device_id)
+            target, repair = update.memo if isinstance(update.memo, tuple) else (0, False)
+            if target <= current and not repair:
                 return WriteResult(0)  # nothing moved: no write
             _write_atomically(
                 user_dir / "markers" / f"{_name('device id', device_id)}.json",
@@ -454,9 +458,14 @@ class FilesystemSharedLog(SharedSyncLog):
         return True
 
     @staticmethod
-    def _marker(user_dir: Path, device_id: str) -> int:
-        data = _read_json(user_dir / "markers" / f"{_name('device id', device_id)}.json") or {}
-        return int(str(data.get("seq", 0)))
+    def _marker(user_dir: Path, device_id: str) -> tuple[int, bool]:
+        """The device's read marker, and whether what is stored is broken (then: 0, read everything
+        again, which receive makes harmless). Anyone who can write the folder can write this file."""
+        data = _read_json(user_dir / "markers" / f"{_name('device id', device_id)}.json")
+        seq = data.get("seq") if isinstance(data, dict) else None
+        if type(seq) is not int or seq < 0:
+            return 0, True
+        return seq, False
 
 
 __all__ = ["FilesystemSharedLog"]

@@ -32,7 +32,7 @@ from ..models import DeviceInfo, StoredBatch, UnsyncedUpdate, WriteResult
 from ..retry import DEFAULT_POLICY, NO_RETRY, TRANSIENT_ERRORS, RetryPolicy
 from . import firestore_layout as layout
 from .base import SharedSyncLog, entry_count
-from .firestore_marker import Marker, Position, advance
+from .firestore_marker import FROM_START_OF_TIME, Marker, Position, advance, seen_id
 
 T = TypeVar("T")
 
@@ -151,6 +151,8 @@ class _Memo:
     """Where the next page of the same paging session starts (set when this page was cut)."""
     horizon: datetime | None = None
     """The session's settle horizon: its first query's read time minus the settle time."""
+    repaired: bool = False
+    """The stored marker was broken (see ``Marker.parse``): store ``new`` even if it equals ``old``."""
 
 
 class FirestoreSharedLog(SharedSyncLog):
@@ -457,7 +459,7 @@ class FirestoreSharedLog(SharedSyncLog):
                 f"the shared log has no device {device_id!r} for user {user_id!r}",
                 hint="register the device again (storex-sync init)",
             )
-        marker = Marker.from_fields(snap.to_dict() or {})
+        marker, repaired = Marker.parse(snap.to_dict() or {})
         with self._sessions_lock:
             session = self._sessions.get((user_id, device_id))
         resume, horizon = (
@@ -476,11 +478,14 @@ class FirestoreSharedLog(SharedSyncLog):
             read_at.clear()
             for doc in query.stream(**self._rpc()):
                 read_at[:] = read_at or [doc.read_time]
-                if doc.id in skip:  # delivered before: only its place matters, not its (large) data
+                if seen_id(doc.id) in skip:  # delivered before: only its place matters, not its data
                     docs.append((Position(doc.get(layout.F_SHARED_ON), doc.id), None))
                     continue
                 data = doc.to_dict() or {}
-                docs.append((Position(data[layout.F_SHARED_ON], doc.id), data))
+                shared_on = data.get(layout.F_SHARED_ON)
+                if not isinstance(shared_on, datetime):  # the queries' filter only returns timestamps
+                    continue
+                docs.append((Position(shared_on, doc.id), data))
                 count += entry_count(data)
                 if batch_size is not None and count >= batch_size:
                     return docs, True  # stop reading: the rest of the page is not billed
@@ -507,27 +512,36 @@ class FirestoreSharedLog(SharedSyncLog):
             new = advance(marker, consumed, cut=cut, horizon=horizon)
         else:
             new = marker
-        memo = _Memo(marker, new, snap.update_time, consumed[-1] if cut and consumed else None, horizon)
+        memo = _Memo(
+            marker, new, snap.update_time, consumed[-1] if cut and consumed else None, horizon, repaired
+        )
         # A session that resumed ends with one full query from the settled position: it picks up batches
         # that became visible behind the pages already read, in this sync rather than the next.
         more = cut or resume is not None
         return UnsyncedUpdate(batches, memo=memo, documents_read=1 + max(1, len(docs)), has_more=more)
 
     def _unseen_query(self, user_id: str, marker: Marker) -> Any:
-        """Batches after the marker's settled position, in (sharedOn, __name__) order (layout.QUERIES)."""
+        """Batches after the marker's settled position, in (sharedOn, __name__) order (layout.QUERIES).
+
+        Every query filters on ``sharedOn`` being a timestamp at all: a document whose ``sharedOn`` is a
+        string or a number (written past the rules) sorts among no timestamps, and no device reads it.
+        """
         batches = self._batches(user_id)
         query = batches.order_by(layout.F_SHARED_ON).order_by(FieldPath.document_id())
         pos = marker.pos
-        if pos is None:
-            return query
+        if pos is None:  # layout.UNSEEN_FROM_START
+            return query.where(filter=firestore.FieldFilter(layout.F_SHARED_ON, ">=", layout.EARLIEST))
         if pos.doc_id is None:  # layout.UNSEEN_AFTER_TIME
             return query.where(filter=firestore.FieldFilter(layout.F_SHARED_ON, ">", pos.ts))
+        since = query.where(filter=firestore.FieldFilter(layout.F_SHARED_ON, ">=", pos.ts))
+        if pos.doc_id == FROM_START_OF_TIME:
+            return since  # layout.UNSEEN_AFTER_CURSOR, without the cursor: every batch at pos.ts again
         cursor = {layout.F_SHARED_ON: pos.ts, FieldPath.document_id(): batches.document(pos.doc_id)}
-        return query.start_after(cursor)  # layout.UNSEEN_AFTER_CURSOR
+        return since.start_after(cursor)  # layout.UNSEEN_AFTER_CURSOR
 
     def mark_as_seen(self, update: UnsyncedUpdate, *, user_id: str, device_id: str) -> WriteResult:
         memo = update.memo
-        if not isinstance(memo, _Memo) or memo.new == memo.old:
+        if not isinstance(memo, _Memo) or (memo.new == memo.old and not memo.repaired):
             return WriteResult(0)  # nothing moved: no write
         ref = self._device_ref(user_id, device_id)
         # Only if the marker is still the one this update was computed from: marking an update twice, or an

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from ..errors import EntryTooLargeError, PermanentSharedLogError
@@ -156,7 +157,16 @@ class QuerySpec:
 
 
 NAME = "__name__"
-#: Unseen batches after the marker's settled position: ``sharedOn > ts`` or a (sharedOn, __name__) cursor.
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+"""The earliest Firestore timestamp: ``sharedOn >= EARLIEST`` holds for every timestamp and nothing else."""
+#: Unseen batches after the marker's settled position: ``sharedOn > ts`` or ``>= ts`` with a
+#: (sharedOn, __name__) cursor; from the start, every batch whose ``sharedOn`` is a timestamp.
+UNSEEN_FROM_START = QuerySpec(
+    "unseen batches from the start",
+    BATCHES,
+    filters=((F_SHARED_ON, ">="),),
+    order_by=((F_SHARED_ON, "ASCENDING"), (NAME, "ASCENDING")),
+)
 UNSEEN_AFTER_TIME = QuerySpec(
     "unseen batches after a time",
     BATCHES,
@@ -164,9 +174,12 @@ UNSEEN_AFTER_TIME = QuerySpec(
     order_by=((F_SHARED_ON, "ASCENDING"), (NAME, "ASCENDING")),
 )
 UNSEEN_AFTER_CURSOR = QuerySpec(
-    "unseen batches after a cursor", BATCHES, order_by=((F_SHARED_ON, "ASCENDING"), (NAME, "ASCENDING"))
+    "unseen batches after a cursor",
+    BATCHES,
+    filters=((F_SHARED_ON, ">="),),
+    order_by=((F_SHARED_ON, "ASCENDING"), (NAME, "ASCENDING")),
 )
-QUERIES: tuple[QuerySpec, ...] = (UNSEEN_AFTER_TIME, UNSEEN_AFTER_CURSOR)
+QUERIES: tuple[QuerySpec, ...] = (UNSEEN_FROM_START, UNSEEN_AFTER_TIME, UNSEEN_AFTER_CURSOR)
 #: Array fields that no query uses; exempted from indexing in firestore.indexes.json.
 UNINDEXED_FIELDS: tuple[tuple[str, str], ...] = (
     (BATCHES, fmt.F_PAYLOAD),

@@ -25,12 +25,14 @@ of the ``sharedOn`` the server gives it (true when ``settle_time`` exceeds the c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from . import firestore_layout as layout
+from . import format as fmt
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class Marker:
 
     @property
     def seen_ids(self) -> frozenset[str]:
+        """The seen batches' names (see :func:`seen_id`): test a document with ``seen_id(doc.id)``."""
         return frozenset(p.doc_id for p in self.seen if p.doc_id is not None)
 
     def to_fields(self) -> dict[str, Any]:
@@ -69,11 +72,64 @@ class Marker:
         }
 
     @classmethod
-    def from_fields(cls, fields: dict[str, Any]) -> Marker:
-        ts = fields.get(layout.F_MARKER_TS)
-        pos = Position(ts, fields.get(layout.F_MARKER_ID)) if ts is not None else None
-        seen = tuple(Position(item["t"], item["id"]) for item in fields.get(layout.F_MARKER_SEEN) or ())
-        return cls(pos, seen)
+    def from_fields(cls, fields: Mapping[str, Any]) -> Marker:
+        return cls.parse(fields)[0]
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, Any]) -> tuple[Marker, bool]:
+        """The marker in a device document, and whether it had to be repaired.
+
+        Anyone holding the user's credentials (or an admin key) can write these fields, so nothing is
+        assumed: a settled time that is not a timestamp resets the marker to the device's start (its
+        ``sharedUntil``, else the log's start) and the batches are read again, which receive makes
+        harmless (a repeated entry changes nothing); a broken id reads every batch at that time again;
+        a broken seen item is dropped (its batch is delivered again). Never an exception.
+        """
+        ts, doc_id, seen = (fields.get(f) for f in layout.MARKER_FIELDS)
+        repaired = False
+        if ts is None:
+            pos = None
+            repaired = doc_id is not None
+        elif not isinstance(ts, datetime):
+            start = fields.get(layout.F_SHARED_UNTIL)
+            return cls(Position(start) if isinstance(start, datetime) else None), True
+        elif doc_id is None or _valid_id(doc_id):
+            pos = Position(ts, doc_id)
+        else:
+            pos, repaired = Position(ts, FROM_START_OF_TIME), True
+        items: list[Position] = []
+        if not isinstance(seen, list):
+            repaired = repaired or seen is not None
+            seen = []
+        for item in seen:
+            t, i = (item.get("t"), item.get("id")) if isinstance(item, dict) else (None, None)
+            if isinstance(t, datetime) and _valid_id(i):
+                items.append(Position(t, i))
+            else:
+                repaired = True
+        if len(items) > MAX_SEEN:
+            items, repaired = items[:MAX_SEEN], True
+        return cls(pos, tuple(sorted(set(items), key=Position.key))), repaired
+
+
+FROM_START_OF_TIME = ""
+"""A settled id before every id at its time: the whole time is read again (a broken id's repair)."""
+MAX_SEEN = 2_000
+"""Most seen batches a marker keeps: at ~200 bytes each, a device document stays far below 1 MiB."""
+MAX_SEEN_ID_BYTES = fmt.MAX_DEVICE_ID_BYTES + 34
+"""The longest id a batch of this package has (``device-firstHlc-digest``); longer ones are kept digested."""
+
+
+def _valid_id(value: object) -> bool:
+    return isinstance(value, str) and len(value.encode()) <= MAX_SEEN_ID_BYTES
+
+
+def seen_id(doc_id: str) -> str:
+    """How a seen batch is named in the marker: its id, or a digest of an id longer than any batch of
+    this package has (such a batch is set aside by every reader, but must not make the marker grow)."""
+    if len(doc_id.encode()) <= MAX_SEEN_ID_BYTES:
+        return doc_id
+    return "#" + hashlib.sha256(doc_id.encode()).hexdigest()[:40]
 
 
 def advance(marker: Marker, consumed: Sequence[Position], *, cut: bool, horizon: datetime) -> Marker:
@@ -94,4 +150,9 @@ def advance(marker: Marker, consumed: Sequence[Position], *, cut: bool, horizon:
         last = consumed[-1]
         tail += [p for p in marker.seen if _after(p, last)]
     # Without a cut, a seen batch that the query did not return no longer exists: drop it.
-    return Marker(pos, tuple(sorted(set(tail), key=Position.key)))
+    tail = sorted({Position(p.ts, seen_id(p.doc_id or "")) for p in tail}, key=Position.key)
+    if len(tail) > MAX_SEEN:
+        # A flood of batches within the settle time (no device writes that many): settle the oldest
+        # ones early rather than let the device document outgrow Firestore's limit and stop every sync.
+        pos, tail = tail[-MAX_SEEN - 1], tail[-MAX_SEEN:]
+    return Marker(pos, tuple(tail))

@@ -1,0 +1,198 @@
+"""Compaction: covered batches go, nothing is lost, devices away past their retention rejoin safely."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pytest_mock import MockerFixture
+
+from storex_sync_firestore.compaction import compact
+from storex_sync_firestore.shared_log.base import SharedSyncLog
+from storex_sync_firestore.snapshot import write_snapshot
+
+from .conftest import DeviceFactory, assert_converged, sync_all
+
+NOW = lambda: datetime.now(UTC)  # noqa: E731
+LATER = timedelta(days=60)
+
+
+def busy(a: Any, b: Any, rounds: int = 4) -> None:
+    for i in range(rounds):
+        a.sql("INSERT OR REPLACE INTO notes VALUES (?, 'a', ?, ?)", f"a{i % 2}", f"v{i}", i)
+        b.sql("INSERT OR REPLACE INTO notes VALUES (?, 'b', ?, ?)", f"b{i % 2}", f"v{i}", i)
+        sync_all([a, b], rounds=1)
+    sync_all([a, b])
+
+
+def test_compaction_deletes_what_the_snapshot_covers_and_a_new_device_still_gets_everything(
+    make_devices: DeviceFactory, backend_log: SharedSyncLog
+) -> None:
+    a, b = make_devices(2, log=backend_log)
+    busy(a, b)
+    before = len(backend_log.list_batches(user_id="alice"))
+    write_snapshot(a.db, backend_log)
+    b.sync()
+    done = compact(b.db, backend_log, older_than=timedelta(0))
+    assert done.batches_deleted == before and backend_log.list_batches(user_id="alice") == []
+    assert compact(b.db, backend_log, older_than=timedelta(0)).batches_deleted == 0  # idempotent
+    a.sql("UPDATE notes SET body = 'after' WHERE id = 'b1'")
+    a.sync()
+    (c,) = make_devices(1, log=backend_log)
+    sync_all([c, a, b])
+    assert ("b1", "b", "after", 3) in assert_converged([a, b, c])["notes"]
+
+
+def test_the_default_window_keeps_recent_batches_and_active_devices_hold_the_log(
+    make_devices: DeviceFactory, memory_log: Any
+) -> None:
+    a, b = make_devices(2)
+    busy(a, b)
+    write_snapshot(a.db, memory_log)
+    assert compact(a.db, memory_log).batches_deleted == 0, "younger than the default 7 days"
+    a.sql("INSERT INTO notes VALUES ('new', 'x', NULL, 1)")
+    a.sync()  # b has not read it: it stays until b has
+    write_snapshot(a.db, memory_log)
+    compact(a.db, memory_log, older_than=timedelta(0))
+    assert len(memory_log.list_batches(user_id="alice")) == 1
+    b.sync()
+    compact(a.db, memory_log, older_than=timedelta(0))
+    assert memory_log.list_batches(user_id="alice") == []
+    assert_converged([a, b])
+
+
+@pytest.mark.parametrize("tombstones_pruned", [False, True])
+def test_a_device_away_past_its_retention_keeps_its_offline_edits_and_resurrects_nothing(
+    make_devices: DeviceFactory, backend_log: SharedSyncLog, tombstones_pruned: bool
+) -> None:
+    a, b = make_devices(2, log=backend_log)
+    busy(a, b)
+    b.sql("UPDATE notes SET body = 'offline edit of a live row' WHERE id = 'a1'")
+    b.sql("UPDATE notes SET body = 'offline edit of a row deleted meanwhile' WHERE id = 'a0'")
+    b.sql("INSERT INTO notes VALUES ('b-offline', 'new offline', NULL, 7)")
+    # b is away; a deletes a0 after b's edit (so the delete wins), edits more, snapshots and compacts
+    a.sql("DELETE FROM notes WHERE id = 'a0'")
+    a.sql("UPDATE notes SET title = 'edited on a' WHERE id = 'a1'")
+    for i in range(3):
+        a.sql("UPDATE notes SET rank = ? WHERE id = 'b0'", 100 + i)
+        a.sync(cleanup_after_reconcile=tombstones_pruned)
+    write_snapshot(a.db, backend_log)
+    done = compact(a.db, backend_log, older_than=timedelta(0), retention=timedelta(0), now=NOW() + LATER)
+    assert done.batches_deleted > 0 and b.device_id in done.inactive_devices
+    summary = b.sync()  # b comes back: the batches it missed are gone; it bootstraps
+    assert summary.received > 0
+    sync_all([a, b])
+    state = assert_converged([a, b])
+    rows = {r[0]: r for r in state["notes"]}
+    assert "a0" not in rows, "a row deleted while b was away came back"
+    assert rows["a1"][1:3] == ("edited on a", "offline edit of a live row")
+    assert rows["b-offline"] == ("b-offline", "new offline", None, 7)
+    assert rows["b0"][3] == 102
+
+
+def test_two_devices_compacting_at_once(make_devices: DeviceFactory, backend_log: SharedSyncLog) -> None:
+    a, b = make_devices(2, log=backend_log)
+    busy(a, b)
+    write_snapshot(a.db, backend_log)
+    b.sync()
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run(device: Any) -> None:
+        try:
+            results.append(compact(device.db, backend_log, older_than=timedelta(0)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and backend_log.list_batches(user_id="alice") == []
+    (c,) = make_devices(1, log=backend_log)
+    sync_all([c, a, b])
+    assert_converged([a, b, c])
+
+
+def test_old_snapshots_go_after_a_newer_one_is_complete_and_the_grace_period_passed(
+    make_devices: DeviceFactory, memory_log: Any
+) -> None:
+    a, b = make_devices(2)
+    busy(a, b)
+    first = write_snapshot(a.db, memory_log)
+    second = write_snapshot(b.db, memory_log)
+    compact(a.db, memory_log, older_than=timedelta(0))
+    assert len(memory_log.list_snapshots(user_id="alice")) == 2, "within the grace period"
+    compact(a.db, memory_log, older_than=timedelta(0), now=NOW() + timedelta(days=2))
+    assert [m.batch_id for m in memory_log.list_snapshots(user_id="alice")] == [second.snapshot_id]
+    assert memory_log.get_snapshot_chunks(first.snapshot_id, user_id="alice") == []
+
+
+# ---- crashes between any two steps ------------------------------------------------------------------------
+
+
+class CrashError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("step", ["write_snapshot_manifest", "write_snapshot_chunks"])
+def test_a_crash_while_writing_a_snapshot_leaves_no_snapshot_and_the_next_one_cleans_up(
+    make_devices: DeviceFactory, memory_log: Any, mocker: MockerFixture, step: str
+) -> None:
+    a, b = make_devices(2)
+    busy(a, b)
+    mocker.patch.object(memory_log, step, side_effect=CrashError)
+    with pytest.raises(CrashError):
+        write_snapshot(a.db, memory_log)
+    mocker.stopall()
+    assert memory_log.list_snapshots(user_id="alice") == []
+    written = write_snapshot(a.db, memory_log)
+    assert [m.batch_id for m in memory_log.list_snapshots(user_id="alice")] == [written.snapshot_id]
+    assert list(memory_log._user("alice").chunks) == [written.snapshot_id], "orphan chunks removed"
+
+
+@pytest.mark.parametrize("step", ["delete_batches", "touch_device", "delete_snapshot"])
+def test_a_crash_during_compaction_loses_nothing(
+    make_devices: DeviceFactory, memory_log: Any, mocker: MockerFixture, step: str
+) -> None:
+    a, b = make_devices(2)
+    busy(a, b)
+    write_snapshot(a.db, memory_log)
+    write_snapshot(a.db, memory_log)
+    b.sync()
+    mocker.patch.object(memory_log, step, side_effect=CrashError)
+    with pytest.raises(CrashError):
+        compact(a.db, memory_log, older_than=timedelta(0), now=NOW() + timedelta(days=2))
+    mocker.stopall()
+    (c,) = make_devices(1)
+    sync_all([c, a, b])
+    assert_converged([a, b, c])
+    compact(a.db, memory_log, older_than=timedelta(0), now=NOW() + timedelta(days=2))
+    (d,) = make_devices(1)
+    sync_all([d, a])
+    assert_converged([a, b, c, d])
+
+
+@pytest.mark.parametrize("step", ["get_snapshot_chunks", "insert_received", "mark_as_seen"])
+def test_a_crash_during_bootstrap_loses_nothing(
+    make_devices: DeviceFactory, memory_log: Any, mocker: MockerFixture, step: str
+) -> None:
+    from storex_sync_firestore import client_log
+
+    a, b = make_devices(2)
+    busy(a, b)
+    write_snapshot(a.db, memory_log)
+    compact(a.db, memory_log, older_than=timedelta(0))
+    (c,) = make_devices(1)
+    c.sql("INSERT INTO notes VALUES ('c1', 'c', NULL, 1)")
+    target = client_log if step == "insert_received" else memory_log
+    mocker.patch.object(target, step, side_effect=CrashError)
+    with pytest.raises(CrashError):
+        c.sync()
+    mocker.stopall()
+    sync_all([c, a, b])
+    state = assert_converged([a, b, c])
+    assert ("c1", "c", None, 1) in state["notes"] and len(state["notes"]) == 5
