@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 
 WITHHELD = -1
 STAMP_CHUNK = 20_000
+LOAD_CHUNK = 5_000
 
 PreSend = Callable[[LogEntry], LogEntry | None]
+Row = Sequence[Any]
+"""A raw log row: seq, device_id, hlc, tbl, pk, op, value, needs_integration."""
 
 _COLUMNS = "seq, device_id, hlc, tbl, pk, op, value, needs_integration"
 
@@ -406,6 +409,37 @@ def load_histories(conn: Connection, max_objects: int) -> list[ObjectHistory]:
             return histories
 
 
+def load_pending_rows(conn: Connection, max_objects: int, tables: Sequence[str]) -> list[Row]:
+    """The raw rows of up to ``max_objects`` objects of ``tables`` with entries to integrate, each with
+    its whole retained history: ``load_histories`` for the set-based path (``reconcile_sets``)."""
+    if not tables:
+        return []
+    names = ", ".join(f":t{i}" for i in range(len(tables)))
+    params: dict[str, Any] = {f"t{i}": t for i, t in enumerate(tables)}
+    params["n"] = max_objects
+    rows = conn.execute(
+        text(
+            f"SELECT {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))} FROM {LOG_TABLE} l "
+            f"JOIN (SELECT DISTINCT tbl, pk FROM (SELECT tbl, pk FROM {LOG_TABLE} "
+            f"WHERE needs_integration = 1 AND tbl IN ({names}) ORDER BY seq LIMIT :n) AS pending) o "
+            "ON l.tbl = o.tbl AND l.pk = o.pk"
+        ),
+        params,
+    ).all()
+    return list(rows)
+
+
+def mark_integrated_rows(conn: Connection, seqs: Sequence[int]) -> int:
+    """Mark the received entries of these log rows as applied (in the apply's transaction)."""
+    _many(conn, f"UPDATE {LOG_TABLE} SET needs_integration = 0 WHERE seq = ?", [(s,) for s in seqs])
+    return len(seqs)
+
+
+def histories_of(conn: Connection, rows: Iterable[Sequence[Any]]) -> list[ObjectHistory]:
+    """The histories of raw log rows (as ``load_pending_rows`` reads them), for the per-object path."""
+    return _group(conn, rows)
+
+
 def load_objects(
     conn: Connection, objects: Sequence[tuple[str, str]], *, with_state: bool = False
 ) -> list[ObjectHistory]:
@@ -414,15 +448,17 @@ def load_objects(
     ``with_state`` also records which entries are settled (shared or received, and integrated): only
     those may ever be pruned.
     """
-    if not objects:
-        return []
-    values = ", ".join(f"(:t{i}, :k{i})" for i in range(len(objects)))
-    params: dict[str, str] = {}
-    for i, (t, k) in enumerate(objects):
-        params[f"t{i}"], params[f"k{i}"] = t, k
-    rows = conn.execute(
-        text(f"SELECT {_COLUMNS}, shared_on FROM {LOG_TABLE} WHERE (tbl, pk) IN (VALUES {values})"), params
-    ).all()
+    rows: list[Sequence[Any]] = []
+    for start in range(0, len(objects), LOAD_CHUNK):  # two parameters each: under SQLite's 32,766
+        chunk = objects[start : start + LOAD_CHUNK]
+        values = ", ".join(f"(:t{i}, :k{i})" for i in range(len(chunk)))
+        params: dict[str, str] = {}
+        for i, (t, k) in enumerate(chunk):
+            params[f"t{i}"], params[f"k{i}"] = t, k
+        rows += conn.execute(
+            text(f"SELECT {_COLUMNS}, shared_on FROM {LOG_TABLE} WHERE (tbl, pk) IN (VALUES {values})"),
+            params,
+        ).all()
     histories = _group(conn, rows)
     if with_state:
         settled = {(int(r[2]), str(r[1])) for r in rows if r[8] != 0 and not r[7]}
