@@ -24,9 +24,9 @@ from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, dumps, entry_payload, loads
 from .encryption import DataKey
 from .errors import InvalidEntryError
+from .history import ObjectHistory
 from .models import LogEntry, StoredBatch
 from .quarantine import quarantine, quarantine_received
-from .reconcile import ObjectHistory, retained_keys
 from .shared_log import format as fmt
 from .signing import DeviceKey
 from .validate import MAX_ENTRY_DEPTH, SetAside, json_depth
@@ -216,6 +216,14 @@ def plan_upload(
     batch_id, fields = batch
     count = fields[fmt.F_COUNT]
     clocks = (hlcs[0], hlcs[count - 1])
+    _put_in_outbox(conn, batch_id, fields, clocks)
+    return PlannedUpload(StoredBatch(batch_id, fields), clocks, count, len(withheld) - set_aside, set_aside)
+
+
+def _put_in_outbox(
+    conn: Connection, batch_id: str, fields: Mapping[str, Any], clocks: tuple[int, int]
+) -> None:
+    """Store the sealed batch in the outbox and mark its entries planned, so a resume sends these bytes."""
     conn.execute(
         text(
             f"INSERT INTO {OUTBOX_TABLE} (batch_id, first_hlc, last_hlc, header, payload) "
@@ -238,7 +246,6 @@ def plan_upload(
         ),
         {"b": batch_id, "first": clocks[0], "last": clocks[1]},
     )
-    return PlannedUpload(StoredBatch(batch_id, fields), clocks, count, len(withheld) - set_aside, set_aside)
 
 
 Planned = tuple[list[int], list[int], list[str], list[int]]
@@ -559,10 +566,12 @@ def remove(conn: Connection, entries: Iterable[LogEntry]) -> None:
 
 
 PRUNE_CHUNK = 2_000
+Retained = Callable[[Sequence[LogEntry]], set[tuple[int, str]]]
 
 
-def prune(conn: Connection, after_seq: int) -> int:
-    """Delete settled entries that no future merge needs, for objects with entries past ``after_seq``.
+def prune(conn: Connection, after_seq: int, retained: Retained) -> int:
+    """Delete settled entries that no future merge needs, for objects with entries past ``after_seq``;
+    ``retained(entries)`` (the reconciler's ``retained_keys``) names the entries that decide an object.
 
     Kept: every entry not yet shared or integrated, the latest create/delete of each object (its
     tombstone, flaw 3.9) and the latest writer of each live column. Under last-write-wins these decide
@@ -582,7 +591,7 @@ def prune(conn: Connection, after_seq: int) -> int:
         chunk = [(str(t), str(k)) for t, k in candidates[i : i + PRUNE_CHUNK]]
         doomed: list[LogEntry] = []
         for history in load_objects(conn, chunk, with_state=True):
-            keep = retained_keys(history.entries)
+            keep = retained(history.entries)
             doomed.extend(e for e in history.entries if e.key not in keep and e.key in history.settled)
         remove(conn, doomed)
         removed += len(doomed)

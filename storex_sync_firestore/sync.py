@@ -44,7 +44,7 @@ from .encryption import DataKey
 from .errors import ConfigurationError, ContendedError
 from .events import SyncEvents
 from .models import LogEntry, Operation, SyncSummary, WriteResult
-from .reconcile import LastWriteWins, ObjectHistory, Reconciler, reconcile_sync_log
+from .reconcile import LastWriteWins, ObjectHistory, Reconciler, reconcile_sync_log, retained_keys
 from .resolutions import Resolution
 from .shared_log import format as fmt
 from .shared_log.base import SharedSyncLog
@@ -192,7 +192,7 @@ def do_sync(
                 return run.summary
     if cleanup_after_reconcile:
         with db.transaction() as conn:
-            client_log.prune(conn, int(db.get_state(conn, "pruned_upto") or 0))
+            client_log.prune(conn, int(db.get_state(conn, "pruned_upto") or 0), retained_keys)
             db.set_state(conn, "pruned_upto", client_log.prune_mark(conn))
     if "receive" in stages:
         run.summary.documents_written += liveness.report(
