@@ -24,9 +24,9 @@ from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, dumps, entry_payload, loads
 from .encryption import DataKey
 from .errors import InvalidEntryError
+from .history import ObjectHistory
 from .models import LogEntry, StoredBatch
 from .quarantine import quarantine, quarantine_received
-from .reconcile import ObjectHistory, retained_keys
 from .shared_log import format as fmt
 from .signing import DeviceKey
 from .validate import MAX_ENTRY_DEPTH, SetAside, json_depth
@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 
 WITHHELD = -1
 STAMP_CHUNK = 20_000
+LOAD_CHUNK = 5_000
 
 PreSend = Callable[[LogEntry], LogEntry | None]
+Row = Sequence[Any]
+"""A raw log row: seq, device_id, hlc, tbl, pk, op, value, needs_integration."""
 
 _COLUMNS = "seq, device_id, hlc, tbl, pk, op, value, needs_integration"
 
@@ -179,52 +182,48 @@ def plan_upload(
     and later entries go on (flaw 3.12: it does not wedge sync). None when nothing is left to plan.
     """
     limit = "" if max_entries is None else f" LIMIT {int(max_entries)}"
-    rows = conn.execute(
-        text(
-            f"SELECT {_COLUMNS} FROM {LOG_TABLE} "
-            f"WHERE shared_on = 0 AND upload_batch IS NULL ORDER BY hlc{limit}"
-        )
-    ).all()
-    if not rows:
+    if pre_send is None and type(serializer) is JsonSerializer:
+        planned = _plain_lines(conn, limit)
+    else:
+        planned = _hooked_lines(conn, limit, serializer, pre_send)
+    if planned is None:
         return None
-    withheld: list[int] = []
-    lines: list[fmt.Line] = []
-    seqs: list[int] = []
-    by_seq = {int(r[0]): r for r in rows}
+    seqs, hlcs, texts, withheld = planned
     set_aside = 0
-    plain = pre_send is None and type(serializer) is JsonSerializer
-    for row in rows:
-        line = _line(row) if plain else _hooked_line(row, serializer, pre_send)
-        if line is None:
-            withheld.append(int(row[0]))
-            continue
-        lines.append(line)
-        seqs.append(int(row[0]))
     batch: tuple[str, dict[str, Any]] | None = None
-    while lines:
-        batch = _fitting(lines, signer, max_stored_bytes)
+    while texts:
+        batch = _fitting(texts, hlcs, signer, max_stored_bytes)
         if batch is not None:
             break
         # The first entry alone does not fit a document: set it aside, go on with the rest.
-        entry = _entry(by_seq[seqs[0]])
+        entry = _entry(_row(conn, seqs[0]))
         quarantine(
             conn,
             [entry],
             f"entry for {entry.table} key {list(entry.pk)} does not fit one shared-log document even "
-            f"compressed ({len(lines[0].text.encode()):,} bytes): it was not sent; "
+            f"compressed ({len(texts[0].encode()):,} bytes): it was not sent; "
             "shrink the row or split the value",
             direction="outgoing",
             now_ms=now_ms,
         )
         withheld.append(seqs.pop(0))
-        lines.pop(0)
+        hlcs.pop(0)
+        texts.pop(0)
         set_aside += 1
     _many(conn, f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = ?", [(s,) for s in withheld])
     if batch is None:
         return PlannedUpload(None, withheld=len(withheld) - set_aside, set_aside=set_aside)
     batch_id, fields = batch
     count = fields[fmt.F_COUNT]
-    clocks = (lines[0].hlc, lines[count - 1].hlc)
+    clocks = (hlcs[0], hlcs[count - 1])
+    _put_in_outbox(conn, batch_id, fields, clocks)
+    return PlannedUpload(StoredBatch(batch_id, fields), clocks, count, len(withheld) - set_aside, set_aside)
+
+
+def _put_in_outbox(
+    conn: Connection, batch_id: str, fields: Mapping[str, Any], clocks: tuple[int, int]
+) -> None:
+    """Store the sealed batch in the outbox and mark its entries planned, so a resume sends these bytes."""
     conn.execute(
         text(
             f"INSERT INTO {OUTBOX_TABLE} (batch_id, first_hlc, last_hlc, header, payload) "
@@ -247,7 +246,64 @@ def plan_upload(
         ),
         {"b": batch_id, "first": clocks[0], "last": clocks[1]},
     )
-    return PlannedUpload(StoredBatch(batch_id, fields), clocks, count, len(withheld) - set_aside, set_aside)
+
+
+Planned = tuple[list[int], list[int], list[str], list[int]]
+"""Seqs, clocks and payload lines (``<hlc>\t<entry JSON>\n``) of the entries to send, and the seqs of
+those withheld."""
+
+_UNSHARED = f"FROM {LOG_TABLE} WHERE shared_on = 0 AND upload_batch IS NULL ORDER BY hlc"
+
+
+def _plain_lines(conn: Connection, limit: str) -> Planned | None:
+    """The payload lines of the default serializer, assembled by the database from the stored JSON: key
+    and values are the canonical text the log holds, so the bytes are those ``JsonSerializer`` writes
+    (keys in the same order), and no entry passes through Python one by one."""
+    names = conn.execute(text(f"SELECT DISTINCT tbl FROM (SELECT tbl {_UNSHARED}{limit}) AS unshared")).all()
+    if not names:
+        return None
+    params: dict[str, str] = {}
+    cases = []
+    for i, (name,) in enumerate(names):
+        params[f"n{i}"], params[f"j{i}"] = str(name), _json_name(str(name))
+        cases.append(f"WHEN :n{i} THEN :j{i}")
+    line = (
+        'CAST(hlc AS TEXT) || :tab || \'{"op":"\' || op || \'","table":\' || '
+        f"CASE tbl {' '.join(cases)} END || ',\"pk\":' || pk || "
+        "COALESCE(',\"value\":' || value, '') || '}' || :nl"
+    )
+    rows = conn.execute(
+        text(f"SELECT seq, hlc, {line} {_UNSHARED}{limit}"), {**params, "tab": "\t", "nl": "\n"}
+    )
+    seqs, hlcs, texts = [], [], []
+    for seq, hlc, assembled in rows:
+        seqs.append(int(seq))
+        hlcs.append(int(hlc))
+        texts.append(str(assembled))
+    return seqs, hlcs, texts, []
+
+
+def _hooked_lines(
+    conn: Connection, limit: str, serializer: Serializer, pre_send: PreSend | None
+) -> Planned | None:
+    """The payload lines through ``pre_send`` and a custom serializer, one entry at a time."""
+    rows = conn.execute(text(f"SELECT {_COLUMNS} {_UNSHARED}{limit}")).all()
+    if not rows:
+        return None
+    seqs, hlcs, texts, withheld = [], [], [], []
+    for row in rows:
+        line = _hooked_line(row, serializer, pre_send)
+        if line is None:
+            withheld.append(int(row[0]))
+            continue
+        seqs.append(int(row[0]))
+        hlcs.append(line.hlc)
+        texts.append(f"{line.hlc}\t{line.text}\n")
+    return seqs, hlcs, texts, withheld
+
+
+def _row(conn: Connection, seq: int) -> Sequence[Any]:
+    return conn.execute(text(f"SELECT {_COLUMNS} FROM {LOG_TABLE} WHERE seq = :s"), {"s": seq}).one()
 
 
 def planned_entries(conn: Connection, batch: PlannedUpload) -> list[LogEntry]:
@@ -261,13 +317,16 @@ def planned_entries(conn: Connection, batch: PlannedUpload) -> list[LogEntry]:
     return [_entry(r) for r in rows]
 
 
-def _fitting(lines: list[fmt.Line], signer: Signer, budget: int) -> tuple[str, dict[str, Any]] | None:
-    """The longest prefix of ``lines`` whose compressed payload fits ``budget``, encoded; None if not even
-    the first line fits. Each cut aims just under the budget by the ratio the last attempt showed."""
-    n = len(lines)
+def _fitting(
+    texts: list[str], hlcs: list[int], signer: Signer, budget: int
+) -> tuple[str, dict[str, Any]] | None:
+    """The longest prefix of the payload lines whose compressed payload fits ``budget``, encoded; None if
+    not even the first line fits. Each cut aims just under the budget by the ratio the last attempt showed."""
+    n = len(texts)
     while n:
-        batch_id, fields = fmt.encode_batch(
-            lines[:n],
+        batch_id, fields = fmt.seal_span(
+            "".join(texts[:n]).encode("utf-8"),
+            (hlcs[0], hlcs[n - 1], n),
             user_id=signer.user_id,
             device_id=signer.device_id,
             key=signer.key,
@@ -278,14 +337,6 @@ def _fitting(lines: list[fmt.Line], signer: Signer, budget: int) -> tuple[str, d
             return batch_id, fields
         n = 0 if n == 1 else max(1, min(n - 1, int(n * budget / stored * 0.9)))
     return None
-
-
-def _line(row: Sequence[Any]) -> fmt.Line:
-    """The default serializer's text, assembled from the stored JSON without parsing it: the bytes
-    ``JsonSerializer`` writes for the entry (keys in the same order), for the common case of no hooks."""
-    _seq, _device_id, hlc, tbl, pk, op, value, _pending = row
-    tail = "}" if value is None else f',"value":{value}}}'
-    return fmt.Line(int(hlc), f'{{"op":"{op}","table":{_json_name(tbl)},"pk":{pk}{tail}')
 
 
 def _hooked_line(row: Sequence[Any], serializer: Serializer, pre_send: PreSend | None) -> fmt.Line | None:
@@ -406,6 +457,37 @@ def load_histories(conn: Connection, max_objects: int) -> list[ObjectHistory]:
             return histories
 
 
+def load_pending_rows(conn: Connection, max_objects: int, tables: Sequence[str]) -> list[Row]:
+    """The raw rows of up to ``max_objects`` objects of ``tables`` with entries to integrate, each with
+    its whole retained history: ``load_histories`` for the set-based path (``reconcile_sets``)."""
+    if not tables:
+        return []
+    names = ", ".join(f":t{i}" for i in range(len(tables)))
+    params: dict[str, Any] = {f"t{i}": t for i, t in enumerate(tables)}
+    params["n"] = max_objects
+    rows = conn.execute(
+        text(
+            f"SELECT {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))} FROM {LOG_TABLE} l "
+            f"JOIN (SELECT DISTINCT tbl, pk FROM (SELECT tbl, pk FROM {LOG_TABLE} "
+            f"WHERE needs_integration = 1 AND tbl IN ({names}) ORDER BY seq LIMIT :n) AS pending) o "
+            "ON l.tbl = o.tbl AND l.pk = o.pk"
+        ),
+        params,
+    ).all()
+    return list(rows)
+
+
+def mark_integrated_rows(conn: Connection, seqs: Sequence[int]) -> int:
+    """Mark the received entries of these log rows as applied (in the apply's transaction)."""
+    _many(conn, f"UPDATE {LOG_TABLE} SET needs_integration = 0 WHERE seq = ?", [(s,) for s in seqs])
+    return len(seqs)
+
+
+def histories_of(conn: Connection, rows: Iterable[Sequence[Any]]) -> list[ObjectHistory]:
+    """The histories of raw log rows (as ``load_pending_rows`` reads them), for the per-object path."""
+    return _group(conn, rows)
+
+
 def load_objects(
     conn: Connection, objects: Sequence[tuple[str, str]], *, with_state: bool = False
 ) -> list[ObjectHistory]:
@@ -414,15 +496,17 @@ def load_objects(
     ``with_state`` also records which entries are settled (shared or received, and integrated): only
     those may ever be pruned.
     """
-    if not objects:
-        return []
-    values = ", ".join(f"(:t{i}, :k{i})" for i in range(len(objects)))
-    params: dict[str, str] = {}
-    for i, (t, k) in enumerate(objects):
-        params[f"t{i}"], params[f"k{i}"] = t, k
-    rows = conn.execute(
-        text(f"SELECT {_COLUMNS}, shared_on FROM {LOG_TABLE} WHERE (tbl, pk) IN (VALUES {values})"), params
-    ).all()
+    rows: list[Sequence[Any]] = []
+    for start in range(0, len(objects), LOAD_CHUNK):  # two parameters each: under SQLite's 32,766
+        chunk = objects[start : start + LOAD_CHUNK]
+        values = ", ".join(f"(:t{i}, :k{i})" for i in range(len(chunk)))
+        params: dict[str, str] = {}
+        for i, (t, k) in enumerate(chunk):
+            params[f"t{i}"], params[f"k{i}"] = t, k
+        rows += conn.execute(
+            text(f"SELECT {_COLUMNS}, shared_on FROM {LOG_TABLE} WHERE (tbl, pk) IN (VALUES {values})"),
+            params,
+        ).all()
     histories = _group(conn, rows)
     if with_state:
         settled = {(int(r[2]), str(r[1])) for r in rows if r[8] != 0 and not r[7]}
@@ -482,10 +566,12 @@ def remove(conn: Connection, entries: Iterable[LogEntry]) -> None:
 
 
 PRUNE_CHUNK = 2_000
+Retained = Callable[[Sequence[LogEntry]], set[tuple[int, str]]]
 
 
-def prune(conn: Connection, after_seq: int) -> int:
-    """Delete settled entries that no future merge needs, for objects with entries past ``after_seq``.
+def prune(conn: Connection, after_seq: int, retained: Retained) -> int:
+    """Delete settled entries that no future merge needs, for objects with entries past ``after_seq``;
+    ``retained(entries)`` (the reconciler's ``retained_keys``) names the entries that decide an object.
 
     Kept: every entry not yet shared or integrated, the latest create/delete of each object (its
     tombstone, flaw 3.9) and the latest writer of each live column. Under last-write-wins these decide
@@ -505,7 +591,7 @@ def prune(conn: Connection, after_seq: int) -> int:
         chunk = [(str(t), str(k)) for t, k in candidates[i : i + PRUNE_CHUNK]]
         doomed: list[LogEntry] = []
         for history in load_objects(conn, chunk, with_state=True):
-            keep = retained_keys(history.entries)
+            keep = retained(history.entries)
             doomed.extend(e for e in history.entries if e.key not in keep and e.key in history.settled)
         remove(conn, doomed)
         removed += len(doomed)
