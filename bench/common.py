@@ -53,6 +53,29 @@ def firestore_log(emulator: Any, project: str) -> tuple[Any, Any]:
     return FirestoreSharedLog(client), client
 
 
+def firestore_size(value: Any) -> int:
+    """Bytes Firestore bills for storing ``value`` (its documented storage-size rules): a string is its
+    UTF-8 bytes plus one, a number 8, bytes their length, an array or map the sum of its parts."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8")) + 1
+    if isinstance(value, bytes):
+        return len(value)
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, int | float):
+        return 8
+    if isinstance(value, list | tuple):
+        return sum(firestore_size(v) for v in value)
+    if isinstance(value, dict):
+        return sum(firestore_size(k) + firestore_size(v) for k, v in value.items())
+    return 8  # a timestamp
+
+
+def document_size(path: tuple[str, ...], fields: dict[str, Any]) -> int:
+    """A document's storage size: its name (path segments), its fields, and 32 bytes of overhead."""
+    return sum(firestore_size(p) for p in path) + 16 + firestore_size(fields) + 32
+
+
 class Timer:
     """``with Timer() as t: ...`` then ``t.seconds``."""
 

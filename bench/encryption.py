@@ -10,6 +10,7 @@ the ratios (target: encrypted at most 1.2x unencrypted), then the same as one li
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -50,19 +51,16 @@ def run(n: int, tmp: Path, encrypted: bool, attempt: int) -> dict[str, float]:
     return {"upload_s": up.seconds, "download_apply_s": down.seconds}
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    with FirestoreEmulator(max_heap="1g") as emulator, tempfile.TemporaryDirectory() as tmp:
-        import os
-
-        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host_port
-        runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
-        for attempt in range(REPEATS):  # alternating, best of each: a shared VM only ever adds time
-            for encrypted in (attempt % 2 == 1, attempt % 2 == 0):
-                runs[encrypted].append(run(n, Path(tmp), encrypted, attempt))
-        plain, sealed = ({k: min(r[k] for r in runs[e]) for k in runs[e][0]} for e in (False, True))
-    results = {
-        "changes": n,
+def measure(n: int, tmp: Path, repeats: int = REPEATS) -> dict[str, float]:
+    """Both modes ``repeats`` times, alternating, on the emulator ``FIRESTORE_EMULATOR_HOST`` names; the
+    best of each counts (a shared VM only ever adds time)."""
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    for attempt in range(repeats):
+        for encrypted in (attempt % 2 == 1, attempt % 2 == 0):
+            runs[encrypted].append(run(n, tmp, encrypted, attempt))
+    plain, sealed = ({k: min(r[k] for r in runs[e]) for k in runs[e][0]} for e in (False, True))
+    return {
+        "encryption_changes": n,
         "plain_upload_s": plain["upload_s"],
         "encrypted_upload_s": sealed["upload_s"],
         "encrypted_upload_ratio": sealed["upload_s"] / plain["upload_s"],
@@ -70,6 +68,13 @@ def main() -> None:
         "encrypted_download_apply_s": sealed["download_apply_s"],
         "encrypted_download_apply_ratio": sealed["download_apply_s"] / plain["download_apply_s"],
     }
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    with FirestoreEmulator(max_heap="1g") as emulator, tempfile.TemporaryDirectory() as tmp:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host_port
+        results = measure(n, Path(tmp))
     for key, value in results.items():
         print(f"{key:34} {value:12.3f}")
     print(json.dumps(results))

@@ -4,7 +4,9 @@ Every figure is measured against a baseline in the same run and printed as a rat
 
 * capture: the same INSERT/UPDATE/DELETE statements on an identical table without sync;
 * upload: the raw google-cloud-firestore client committing the same documents (same bytes, same count);
-* download and apply: one ``executemany`` inserting the final rows in one transaction.
+* download and apply: one ``executemany`` inserting the final rows in one transaction;
+* bytes stored per change: the same entries as log format v1 (0.1.x) stored them, two arrays;
+* encryption: the same upload and download-and-apply on an unencrypted log (``encryption.py``).
 
     python bench/run.py            # full sizes, with the 1,000,000-change scale run and watch latency
     python bench/run.py --quick    # reduced sizes, under a minute
@@ -31,9 +33,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import encryption
 from common import (
     SCHEMA,
     Timer,
+    document_size,
     fill,
     firestore_log,
     make_device,
@@ -41,6 +45,7 @@ from common import (
 )
 
 from storex_sync_firestore import do_sync
+from storex_sync_firestore.shared_log import format as fmt
 from storex_sync_firestore.testing.emulator import FirestoreEmulator
 
 
@@ -94,8 +99,11 @@ def upload_download(n: int, emulator: FirestoreEmulator, tmp: Path) -> dict[str,
     fill(a, n)
     with Timer() as t_share:
         share = do_sync(a.db, log, stages=["share"])
-    docs = list(log.client.collection(*log_batches_path(log, "bench")).stream())
+    path = log_batches_path(log, "bench")
+    docs = list(log.client.collection(*path).stream())
     raw_time = raw_commit(client, docs, f"raw-{uuid.uuid4().hex[:8]}")
+    stored = sum(document_size((*path, d.id), d.to_dict()) for d in docs)
+    as_v1 = sum(document_size((*path, d.id), v1_fields(d.to_dict())) for d in docs)
 
     b = make_device(tmp / "b.db", log, "bench")
     with Timer() as t_apply:
@@ -117,7 +125,25 @@ def upload_download(n: int, emulator: FirestoreEmulator, tmp: Path) -> dict[str,
         "apply_vs_raw_ratio": baseline_apply / t_apply.seconds,
         "firestore_reads_per_1000_changes": got.documents_read * 1000 / n,
         "upload_documents": len(docs),
-        "upload_mib": sum(len(json.dumps(d.to_dict(), default=str)) for d in docs) / 2**20,
+        "upload_mib": stored / 2**20,
+        "stored_bytes_per_change": stored / n,
+        "v1_bytes_per_change": as_v1 / n,
+        "bytes_per_change_vs_v1_ratio": stored / as_v1,
+        "wire_bytes_per_change": sum(len(d.to_dict()[fmt.F_PAYLOAD]) for d in docs) / n,
+    }
+
+
+def v1_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The same batch as 0.1.x stored it (log format v1): the clocks and entry texts as two arrays."""
+    opened = fmt.open_v2("", fields, user_id="bench")
+    header = {
+        k: fields[k] for k in (fmt.F_DEVICE_ID, fmt.F_FIRST_HLC, fmt.F_LAST_HLC, fmt.F_COUNT, "sharedOn")
+    }
+    return {
+        **header,
+        fmt.F_VERSION: fmt.LEGACY_VERSION,
+        fmt.F_HLCS: [line.hlc for line in opened.lines],
+        fmt.F_DATA: [line.text for line in opened.lines],
     }
 
 
@@ -175,12 +201,16 @@ def latency(samples: int, emulator: FirestoreEmulator, tmp: Path) -> dict[str, f
 
 
 def table(results: dict[str, Any]) -> str:
-    targets: dict[str, Callable[[float], bool]] = {
+    targets: dict[str, Callable[[float], bool]] = {  # issue 12's table, issue 14's encryption, issue 5
         "capture_overhead_ratio": lambda v: v <= 1.5,
-        "upload_vs_raw_ratio": lambda v: v >= 0.7,
-        "firestore_writes_per_1000_changes": lambda v: v <= 2,
-        "firestore_reads_per_1000_changes": lambda v: v <= 2,
-        "peak_rss_mb_1m": lambda v: v < 300,
+        "upload_vs_raw_ratio": lambda v: v >= 0.8,
+        "apply_vs_raw_ratio": lambda v: v >= 0.2,
+        "bytes_per_change_vs_v1_ratio": lambda v: v <= 0.4,
+        "firestore_writes_per_1000_changes": lambda v: v <= 0.25,
+        "firestore_reads_per_1000_changes": lambda v: v <= 0.3,
+        "peak_rss_mb_1m": lambda v: v < 200,
+        "encrypted_upload_ratio": lambda v: v <= 1.2,
+        "encrypted_download_apply_ratio": lambda v: v <= 1.2,
         "latency_p95_s": lambda v: v < 2,
     }
     lines = [f"{'measure':40} {'value':>14}  target"]
@@ -213,9 +243,12 @@ def main() -> None:
         os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host_port
         print(f"upload and download of {n:,} changes ...", file=sys.stderr)
         results.update(upload_download(n, emulator, Path(tmp)))
+        print(f"encrypted against unencrypted, {n:,} changes ...", file=sys.stderr)
+        results.update(encryption.measure(n, Path(tmp), repeats=1 if args.quick else 3))
         if not args.quick:
             print("first sync of 1,000,000 changes ...", file=sys.stderr)
             results.update(scale(1_000_000, emulator))
+            results["first_sync_1m_s"] = results["scale_first_sync_s"]
             print("propagation latency under watch, 50 writes ...", file=sys.stderr)
             results.update(latency(50, emulator, Path(tmp)))
     print(table(results))

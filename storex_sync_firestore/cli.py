@@ -107,7 +107,8 @@ def cli(debug: bool, verbose: bool) -> None:
     "--log",
     "log_url",
     metavar="LOG",
-    help="firestore://PROJECT[/ROOT], a folder, memory://, or another scheme that an installed backend adds.",
+    help="firestore://PROJECT[/ROOT], postgresql://ROLE@HOST/DB, a folder, memory://, or another scheme "
+    "that an installed backend adds.",
 )
 @click.option("--new-device", is_flag=True, help="Register as a new device, forgetting the stored id.")
 @click.option(
@@ -482,13 +483,22 @@ def disable(db_url: str, tables: str) -> None:
 
 @cli.command()
 @click.option("--keep", is_flag=True, help="Keep the temporary folder with both databases.")
-def demo(keep: bool) -> None:
+@click.option(
+    "--log",
+    "log_url",
+    metavar="LOG",
+    help="Sync through this shared log (e.g. postgresql://ROLE@HOST/DB) instead of a Firestore emulator.",
+)
+@click.option(
+    "--user", "user_id", default="alice", show_default=True, help="The user both devices belong to."
+)
+def demo(keep: bool, log_url: str | None, user_id: str) -> None:
     """Sync two SQLite databases through a local Firestore emulator and show that they converge."""
     from .demo import run_demo
     from .testing.emulator import EmulatorError
 
     try:
-        converged = run_demo(echo=click.echo, keep=keep)
+        converged = run_demo(echo=click.echo, keep=keep, log_url=log_url, user_id=user_id)
     except EmulatorError as exc:
         raise click.ClickException(" ".join(str(exc).split("\n")[0].split())) from exc
     if not converged:

@@ -24,9 +24,9 @@ from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, dumps, entry_payload, loads
 from .encryption import DataKey
 from .errors import InvalidEntryError
+from .history import ObjectHistory
 from .models import LogEntry, StoredBatch
 from .quarantine import quarantine, quarantine_received
-from .reconcile import ObjectHistory, retained_keys
 from .shared_log import format as fmt
 from .signing import DeviceKey
 from .validate import MAX_ENTRY_DEPTH, SetAside, json_depth
@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 
 WITHHELD = -1
 STAMP_CHUNK = 20_000
+LOAD_CHUNK = 5_000
 
 PreSend = Callable[[LogEntry], LogEntry | None]
+Row = Sequence[Any]
+"""A raw log row: seq, device_id, hlc, tbl, pk, op, value, needs_integration."""
 
 _COLUMNS = "seq, device_id, hlc, tbl, pk, op, value, needs_integration"
 
@@ -187,19 +190,9 @@ def plan_upload(
     ).all()
     if not rows:
         return None
-    withheld: list[int] = []
-    lines: list[fmt.Line] = []
-    seqs: list[int] = []
+    lines, seqs, withheld = _encode_rows(rows, serializer, pre_send)
     by_seq = {int(r[0]): r for r in rows}
     set_aside = 0
-    plain = pre_send is None and type(serializer) is JsonSerializer
-    for row in rows:
-        line = _line(row) if plain else _hooked_line(row, serializer, pre_send)
-        if line is None:
-            withheld.append(int(row[0]))
-            continue
-        lines.append(line)
-        seqs.append(int(row[0]))
     batch: tuple[str, dict[str, Any]] | None = None
     while lines:
         batch = _fitting(lines, signer, max_stored_bytes)
@@ -225,6 +218,33 @@ def plan_upload(
     batch_id, fields = batch
     count = fields[fmt.F_COUNT]
     clocks = (lines[0].hlc, lines[count - 1].hlc)
+    _put_in_outbox(conn, batch_id, fields, clocks)
+    return PlannedUpload(StoredBatch(batch_id, fields), clocks, count, len(withheld) - set_aside, set_aside)
+
+
+def _encode_rows(
+    rows: Sequence[Sequence[Any]], serializer: Serializer, pre_send: PreSend | None
+) -> tuple[list[fmt.Line], list[int], list[int]]:
+    """The batch lines of these log rows (through ``pre_send`` and the serializer when there are any),
+    their seqs, and the seqs of the rows ``pre_send`` withheld."""
+    lines: list[fmt.Line] = []
+    seqs: list[int] = []
+    withheld: list[int] = []
+    plain = pre_send is None and type(serializer) is JsonSerializer
+    for row in rows:
+        line = _line(row) if plain else _hooked_line(row, serializer, pre_send)
+        if line is None:
+            withheld.append(int(row[0]))
+            continue
+        lines.append(line)
+        seqs.append(int(row[0]))
+    return lines, seqs, withheld
+
+
+def _put_in_outbox(
+    conn: Connection, batch_id: str, fields: Mapping[str, Any], clocks: tuple[int, int]
+) -> None:
+    """Store the sealed batch in the outbox and mark its entries planned, so a resume sends these bytes."""
     conn.execute(
         text(
             f"INSERT INTO {OUTBOX_TABLE} (batch_id, first_hlc, last_hlc, header, payload) "
@@ -247,7 +267,6 @@ def plan_upload(
         ),
         {"b": batch_id, "first": clocks[0], "last": clocks[1]},
     )
-    return PlannedUpload(StoredBatch(batch_id, fields), clocks, count, len(withheld) - set_aside, set_aside)
 
 
 def planned_entries(conn: Connection, batch: PlannedUpload) -> list[LogEntry]:
@@ -406,6 +425,37 @@ def load_histories(conn: Connection, max_objects: int) -> list[ObjectHistory]:
             return histories
 
 
+def load_pending_rows(conn: Connection, max_objects: int, tables: Sequence[str]) -> list[Row]:
+    """The raw rows of up to ``max_objects`` objects of ``tables`` with entries to integrate, each with
+    its whole retained history: ``load_histories`` for the set-based path (``reconcile_sets``)."""
+    if not tables:
+        return []
+    names = ", ".join(f":t{i}" for i in range(len(tables)))
+    params: dict[str, Any] = {f"t{i}": t for i, t in enumerate(tables)}
+    params["n"] = max_objects
+    rows = conn.execute(
+        text(
+            f"SELECT {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))} FROM {LOG_TABLE} l "
+            f"JOIN (SELECT DISTINCT tbl, pk FROM (SELECT tbl, pk FROM {LOG_TABLE} "
+            f"WHERE needs_integration = 1 AND tbl IN ({names}) ORDER BY seq LIMIT :n) AS pending) o "
+            "ON l.tbl = o.tbl AND l.pk = o.pk"
+        ),
+        params,
+    ).all()
+    return list(rows)
+
+
+def mark_integrated_rows(conn: Connection, seqs: Sequence[int]) -> int:
+    """Mark the received entries of these log rows as applied (in the apply's transaction)."""
+    _many(conn, f"UPDATE {LOG_TABLE} SET needs_integration = 0 WHERE seq = ?", [(s,) for s in seqs])
+    return len(seqs)
+
+
+def histories_of(conn: Connection, rows: Iterable[Sequence[Any]]) -> list[ObjectHistory]:
+    """The histories of raw log rows (as ``load_pending_rows`` reads them), for the per-object path."""
+    return _group(conn, rows)
+
+
 def load_objects(
     conn: Connection, objects: Sequence[tuple[str, str]], *, with_state: bool = False
 ) -> list[ObjectHistory]:
@@ -414,15 +464,17 @@ def load_objects(
     ``with_state`` also records which entries are settled (shared or received, and integrated): only
     those may ever be pruned.
     """
-    if not objects:
-        return []
-    values = ", ".join(f"(:t{i}, :k{i})" for i in range(len(objects)))
-    params: dict[str, str] = {}
-    for i, (t, k) in enumerate(objects):
-        params[f"t{i}"], params[f"k{i}"] = t, k
-    rows = conn.execute(
-        text(f"SELECT {_COLUMNS}, shared_on FROM {LOG_TABLE} WHERE (tbl, pk) IN (VALUES {values})"), params
-    ).all()
+    rows: list[Sequence[Any]] = []
+    for start in range(0, len(objects), LOAD_CHUNK):  # two parameters each: under SQLite's 32,766
+        chunk = objects[start : start + LOAD_CHUNK]
+        values = ", ".join(f"(:t{i}, :k{i})" for i in range(len(chunk)))
+        params: dict[str, str] = {}
+        for i, (t, k) in enumerate(chunk):
+            params[f"t{i}"], params[f"k{i}"] = t, k
+        rows += conn.execute(
+            text(f"SELECT {_COLUMNS}, shared_on FROM {LOG_TABLE} WHERE (tbl, pk) IN (VALUES {values})"),
+            params,
+        ).all()
     histories = _group(conn, rows)
     if with_state:
         settled = {(int(r[2]), str(r[1])) for r in rows if r[8] != 0 and not r[7]}
@@ -482,10 +534,12 @@ def remove(conn: Connection, entries: Iterable[LogEntry]) -> None:
 
 
 PRUNE_CHUNK = 2_000
+Retained = Callable[[Sequence[LogEntry]], set[tuple[int, str]]]
 
 
-def prune(conn: Connection, after_seq: int) -> int:
-    """Delete settled entries that no future merge needs, for objects with entries past ``after_seq``.
+def prune(conn: Connection, after_seq: int, retained: Retained) -> int:
+    """Delete settled entries that no future merge needs, for objects with entries past ``after_seq``;
+    ``retained(entries)`` (the reconciler's ``retained_keys``) names the entries that decide an object.
 
     Kept: every entry not yet shared or integrated, the latest create/delete of each object (its
     tombstone, flaw 3.9) and the latest writer of each live column. Under last-write-wins these decide
@@ -505,7 +559,7 @@ def prune(conn: Connection, after_seq: int) -> int:
         chunk = [(str(t), str(k)) for t, k in candidates[i : i + PRUNE_CHUNK]]
         doomed: list[LogEntry] = []
         for history in load_objects(conn, chunk, with_state=True):
-            keep = retained_keys(history.entries)
+            keep = retained(history.entries)
             doomed.extend(e for e in history.entries if e.key not in keep and e.key in history.settled)
         remove(conn, doomed)
         removed += len(doomed)

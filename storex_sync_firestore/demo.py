@@ -1,4 +1,5 @@
-"""``storex-sync demo``: two SQLite "devices" synced through a local Firestore emulator, start to finish.
+"""``storex-sync demo``: two SQLite "devices" synced through a local Firestore emulator (or the shared log
+that ``--log`` names), start to finish.
 
 It is the README's first command, so it needs nothing but the package, Java and the emulator jar: it
 starts the emulator (or uses the one ``FIRESTORE_EMULATOR_HOST`` names), writes with plain ``sqlite3``
@@ -79,19 +80,30 @@ def side_by_side(left: Sequence[tuple[Any, ...]], right: Sequence[tuple[Any, ...
     return lines
 
 
-def run_demo(echo: Echo = print, *, keep: bool = False) -> bool:
-    """Run the demo, narrating through ``echo``; True when both databases ended identical."""
+@contextmanager
+def _no_emulator() -> Iterator[None]:
+    yield
+
+
+def run_demo(
+    echo: Echo = print, *, keep: bool = False, log_url: str | None = None, user_id: str = "alice"
+) -> bool:
+    """Run the demo, narrating through ``echo``; True when both databases ended identical.
+
+    ``log_url`` names the shared log to use (``postgresql://...``, a folder, ...) instead of a Firestore
+    emulator started for the demo."""
     folder = Path(tempfile.mkdtemp(prefix="storex-sync-demo-"))
-    log_url = f"firestore://demo-storex-sync-{uuid.uuid4().hex[:8]}"
+    own_log = log_url is None
+    log_url = log_url or f"firestore://demo-storex-sync-{uuid.uuid4().hex[:8]}"
     try:
-        with _emulator(echo):
+        with _emulator(echo) if own_log else _no_emulator():
             laptop, phone = folder / "laptop.db", folder / "phone.db"
             for path in (laptop, phone):
                 _run_sql(path, SCHEMA)
             dbs = {}
             for name, path in (("laptop", laptop), ("phone", phone)):
                 db = open_database(f"sqlite:///{path}")
-                info = init_database(db, ["notes"], user_id="alice", log_url=log_url)
+                info = init_database(db, ["notes"], user_id=user_id, log_url=log_url)
                 echo(f"{name}: storex-sync init -> device {info['device_id'][:8]}")
                 dbs[name] = db
 

@@ -167,7 +167,7 @@ def declarations(
 
 def read_declarations(conn: Connection, tables: Sequence[str]) -> dict[str, list[LogEntry]]:
     """Every device's declarations for ``tables`` in the client log (own and received)."""
-    from . import client_log  # the client log imports reconcile, which imports this module
+    from . import client_log  # the client log validates received declarations with this module
 
     keys = [(RULES_TABLE, dumps([t])) for t in sorted(tables)]
     return {str(h.pk[0]): list(h.entries) for h in client_log.load_objects(conn, keys)}

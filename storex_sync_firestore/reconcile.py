@@ -22,29 +22,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from .codec import dumps
+from .history import ObjectHistory as ObjectHistory  # part of the reconciler's interface
 from .models import Conflict, Json, LogEntry, Operation, Reconciliation
 from .policy import RULES_TABLE
 
 DoubleCreate = Literal["merge", "error"]
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectHistory:
-    """All retained entries of one object: already applied ones (``needs_integration`` false) and new ones."""
-
-    table: str
-    pk: tuple[Json, ...]
-    entries: Sequence[LogEntry]
-    settled: frozenset[tuple[int, str]] = frozenset()
-    """Keys of entries that are shared or integrated (filled in only where cleanup needs it)."""
-    pk_json: str = ""
-    """The key as canonical JSON text, as the client log stores it (computed when not given)."""
-
-    @property
-    def object_key(self) -> tuple[str, str]:
-        """(table, key JSON): how the client log and the apply stage name this object."""
-        return (self.table, self.pk_json or dumps(list(self.pk)))
 
 
 class Reconciler(Protocol):

@@ -15,15 +15,18 @@ for real:
 * :func:`bounded_retries`: an attempt that lost a race (an application write during a reconcile pass),
   repeated a bounded number of times, then given up with a clear error.
 
+:func:`until_stopped` keeps a listener's connection open until told to stop, backing off after failures;
 :func:`wait_until` waits for a condition (a server starting), for the test helpers.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import tenacity
@@ -31,6 +34,7 @@ import tenacity
 from .errors import SyncError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
 
@@ -125,12 +129,13 @@ class Backoff:
 
     minimum: float = 1.0
     maximum: float = 60.0
-    jitter: Callable[[], float] = field(default=random.random)
+    jitter: Callable[[], float] | None = None
+    """None: ``random.random``."""
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` (>= 1) failures in a row."""
         base = min(self.maximum, self.minimum * 2.0 ** max(0, failures - 1))
-        return base * (0.5 + 0.5 * self.jitter())
+        return base * (0.5 + 0.5 * (self.jitter or random.random)())
 
 
 def patiently(
@@ -187,6 +192,30 @@ def bounded_retries(
         return retrying(attempt)
     except lost as exc:
         raise give_up(attempts) from exc
+
+
+def until_stopped(
+    run: Callable[[], None],
+    *,
+    stop: threading.Event,
+    backoff: Backoff,
+    transient: Callable[[BaseException], bool] = is_transient,
+) -> None:
+    """Run ``run`` again and again until ``stop`` is set (a listener's connection loop): after it fails
+    with a transient error, wait ``backoff`` (longer after each failure in a row, cut short by ``stop``);
+    a permanent error ends the loop, logged."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            run()
+            failures = 0
+        except Exception as exc:
+            if not transient(exc):
+                log.warning("giving up: %s", exc, exc_info=True)
+                return
+            failures += 1
+            log.debug("failed %d time(s) in a row; trying again", failures, exc_info=True)
+            stop.wait(backoff.delay(failures))
 
 
 def wait_until(

@@ -19,11 +19,24 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import orjson
 from sqlalchemy import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import client_log, constraints, liveness, policy, quarantine, resolutions, retry, schema, snapshot
+from . import (
+    client_log,
+    constraints,
+    liveness,
+    policy,
+    quarantine,
+    reconcile_sets,
+    resolutions,
+    retry,
+    schema,
+    snapshot,
+)
 from .apply import ApplyResult
-from .capture.base import TableInfo
+from .capture.base import TableInfo, savepoint
 from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, dumps
 from .database import SyncedDatabase
@@ -31,7 +44,7 @@ from .encryption import DataKey
 from .errors import ConfigurationError, ContendedError
 from .events import SyncEvents
 from .models import LogEntry, Operation, SyncSummary, WriteResult
-from .reconcile import ObjectHistory, Reconciler, reconcile_sync_log
+from .reconcile import LastWriteWins, ObjectHistory, Reconciler, reconcile_sync_log, retained_keys
 from .resolutions import Resolution
 from .shared_log import format as fmt
 from .shared_log.base import SharedSyncLog
@@ -42,6 +55,10 @@ log = logging.getLogger(__name__)
 STAGES = ("receive", "share", "reconcile")
 DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
 """Stored bytes per batch for backends without a document limit (memory, folder): bounds memory use."""
+SET_PASS_OBJECTS = 20_000
+"""Objects per reconcile transaction on the set-based path, unless ``reconcile_batch_size`` says."""
+OBJECT_PASS_OBJECTS = 2_000
+"""Objects per reconcile transaction on the per-object path, unless ``reconcile_batch_size`` says."""
 ContinueSync = Callable[[str], bool]
 Progress = Callable[[str, int], None]
 
@@ -83,7 +100,7 @@ def do_sync(
     upload_batch_size: int | None = 10_000,
     upload_batch_byte_limit: int | None = None,
     download_batch_size: int | None = 5_000,
-    reconcile_batch_size: int = 2_000,
+    reconcile_batch_size: int | None = None,
     single_batch: bool = False,
     continue_sync: ContinueSync | None = None,
     pre_send: client_log.PreSend | None = None,
@@ -106,7 +123,9 @@ def do_sync(
     ``continue_sync(stage)`` is asked after every batch and stops the sync when it returns False.
     ``pre_send``/``post_receive`` may transform an entry or return None: a dropped outgoing entry is
     withheld (never sent, counted), a dropped incoming one is set aside (kept, never lost).
-    ``cleanup_after_reconcile`` prunes log entries that no future merge needs, keeping tombstones.
+    ``reconcile_batch_size`` is the objects per reconcile transaction (default: 20,000 on the set-based
+    path of the default reconciler, 2,000 object by object). ``cleanup_after_reconcile`` prunes log
+    entries that no future merge needs, keeping tombstones.
     A new device, or one that a compaction left behind, first loads the latest snapshot (``snapshot``);
     after ``snapshot_after`` entries received and shared since the latest snapshot, a complete sync
     writes one (None: never).
@@ -173,7 +192,7 @@ def do_sync(
                 return run.summary
     if cleanup_after_reconcile:
         with db.transaction() as conn:
-            client_log.prune(conn, int(db.get_state(conn, "pruned_upto") or 0))
+            client_log.prune(conn, int(db.get_state(conn, "pruned_upto") or 0), retained_keys)
             db.set_state(conn, "pruned_upto", client_log.prune_mark(conn))
     if "receive" in stages:
         run.summary.documents_written += liveness.report(
@@ -325,7 +344,7 @@ def _reconcile(
     run: _Run,
     reconciler: Reconciler,
     processor: Callable[[Sequence[Operation]], Sequence[Operation]] | None,
-    max_objects: int,
+    batch_size: int | None,
 ) -> bool:
     with run.db.transaction() as conn:
         tables = run.db.synced_tables(conn)
@@ -334,15 +353,29 @@ def _reconcile(
         dropped = {t: policy.dropped_columns(entries) for t, entries in declared.items()}
         if schema.adopt_dropped(conn, run.db.dialect, dropped, run.now_ms()):
             run.db.forget_tables()
+    # The default reconciler, unobserved, takes the set-based path for the tables it may (reconcile_sets);
+    # what is left (other tables, rule declarations) then goes through the per-object passes.
+    by_sets = (
+        type(reconciler) is LastWriteWins
+        and reconciler.double_create == "merge"
+        and processor is None
+        and not run.events.wants("reconciling_entries")
+        and not run.events.wants("reconciled_entries")
+    )
     while True:
+
+        def attempt() -> _Passed | None:
+            nonlocal by_sets
+            if by_sets:
+                passed = _set_pass(run, reconciler, batch_size or SET_PASS_OBJECTS)
+                if passed is not None:
+                    return passed
+                by_sets = False  # the tables it may take are done: the rest goes object by object
+            return _reconcile_pass(run, reconciler, processor, batch_size or OBJECT_PASS_OBJECTS)
+
         # An application write that races a pass rolls it back; the next attempt sees it. Bounded, so a
         # row the application rewrites without pause ends the sync with a (transient) error.
-        passed = retry.bounded_retries(
-            lambda: _reconcile_pass(run, reconciler, processor, max_objects),
-            lost=_RaceError,
-            attempts=RACE_ATTEMPTS,
-            give_up=_contended,
-        )
+        passed = retry.bounded_retries(attempt, lost=_RaceError, attempts=RACE_ATTEMPTS, give_up=_contended)
         if passed is None:
             return True
         run.summary.applied += passed.result.applied
@@ -398,41 +431,115 @@ def _reconcile_pass(
 
     None when nothing is left.
     """
-    db = run.db
-    with db.transaction() as conn:
+    with run.db.transaction() as conn:
         histories = client_log.load_histories(conn, max_objects)
         if not histories:
             return None
+        return _objects_pass(conn, run, reconciler, processor, histories)
+
+
+def _set_pass(run: _Run, reconciler: Reconciler, max_objects: int) -> _Passed | None:
+    """One transaction of the set-based path (``reconcile_sets``) over up to ``max_objects`` objects of
+    the tables it may take; None when none of them has entries left to integrate.
+
+    If the chunk's writes fail (a CHECK or NOT NULL a merged row breaks, a value a column cannot hold),
+    they are rolled back and the same objects go through the per-object pass in the same transaction,
+    which resolves or sets aside exactly the failing ones.
+    """
+    db = run.db
+    with db.transaction() as conn:
         tables = db.synced_tables(conn)
-        now = run.now_ms()
-        histories, skipped, waiting = _applicable(conn, histories, tables, now)
-        if not histories:
-            return _Passed([], [], ApplyResult(), [], skipped, waiting)
-        for table, pks in _by_table(histories).items():
+        plain = reconcile_sets.plain_tables(tables)
+        rows = client_log.load_pending_rows(conn, max_objects, plain)
+        if not rows:
+            return None
+        objects = reconcile_sets.group(rows)
+        for table, pks in _keys_by_table(objects).items():
             db.dialect.lock_rows(conn, tables[table], pks)
-        # Changes the application committed before the locks are now captured: stamp them and read
-        # the histories again, so the reconciler never overwrites a local edit it has not seen.
         db.load_clock(conn, run.clock)
         if client_log.stamp_pending(conn, db.dialect, tables, run.clock, run.device_id):
-            histories = client_log.load_objects(conn, [h.object_key for h in histories])
-        run.events.emit("reconciling_entries", histories=histories, device_id=run.device_id)
-
-        def stamp() -> bool:
-            return bool(client_log.stamp_pending(conn, db.dialect, tables, run.clock, run.device_id))
-
-        rules = db.table_rules(conn)
-        context = constraints.PassContext(
-            conn, db.dialect, tables, rules, run.clock, run.device_id, reconciler, processor, stamp
-        )
-        db.dialect.silence(conn)
-        outcome = constraints.reconcile_pass(context, histories)
-        db.dialect.unsilence(conn)
-        if _written_meanwhile(conn, run, tables, outcome.histories):
+            rows = client_log.load_pending_rows(conn, max_objects, plain)  # see the local edits too
+            objects = reconcile_sets.group(rows)
+        applied: int | None = None
+        try:
+            writes = reconcile_sets.plan(objects, tables, db.dialect)
+            db.dialect.silence(conn)
+            try:
+                with savepoint(conn, "sync_sets"):
+                    applied = reconcile_sets.apply(conn, tables, writes)
+            finally:
+                db.dialect.unsilence(conn)
+        except reconcile_sets.UnfitError:
+            pass
+        except _NOT_A_CHUNKS_FAULT:
+            raise  # a lost connection or a lock: the sync fails, as in the per-object path
+        except Exception as exc:  # refused by the database (or its driver): each object gets its own try
+            log.info("set-based apply refused (%s): this chunk goes object by object", _first_line(exc))
+        if applied is None:
+            passed = _objects_pass(conn, run, reconciler, None, client_log.histories_of(conn, rows))
+            db.save_clock(conn, run.clock)
+            return passed
+        if _written_meanwhile(conn, run, tables, objects):
             raise _RaceError  # rolls back the whole pass, apply included
-        client_log.insert_local(conn, outcome.entries)  # resolutions are writes of this device: shared
-        resolutions.record(conn, outcome.resolutions, now)
-        integrated = _settle(conn, outcome.histories, outcome.refused, now)
+        integrated = client_log.mark_integrated_rows(conn, [int(r[0]) for r in rows if r[7]])
         db.save_clock(conn, run.clock)
+    return _Passed([], [], ApplyResult(applied), [], integrated)
+
+
+_NOT_A_CHUNKS_FAULT = (OperationalError, InterfaceError, MemoryError)
+"""Errors of the database itself, not of what a chunk writes (as ``constraints`` tells them apart)."""
+
+
+def _keys_by_table(objects: Mapping[tuple[str, str], object]) -> dict[str, list[list[object]]]:
+    grouped: dict[str, list[list[object]]] = {}
+    for table, pk_json in objects:
+        grouped.setdefault(table, []).append(orjson.loads(pk_json))
+    return grouped
+
+
+def _first_line(exc: Exception) -> str:
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _objects_pass(
+    conn: Connection,
+    run: _Run,
+    reconciler: Reconciler,
+    processor: Callable[[Sequence[Operation]], Sequence[Operation]] | None,
+    histories: Sequence[ObjectHistory],
+) -> _Passed:
+    """The per-object pass over ``histories`` in the caller's transaction (see ``_reconcile_pass``)."""
+    db = run.db
+    tables = db.synced_tables(conn)
+    now = run.now_ms()
+    histories, skipped, waiting = _applicable(conn, histories, tables, now)
+    if not histories:
+        return _Passed([], [], ApplyResult(), [], skipped, waiting)
+    for table, pks in _by_table(histories).items():
+        db.dialect.lock_rows(conn, tables[table], pks)
+    # Changes the application committed before the locks are now captured: stamp them and read
+    # the histories again, so the reconciler never overwrites a local edit it has not seen.
+    db.load_clock(conn, run.clock)
+    if client_log.stamp_pending(conn, db.dialect, tables, run.clock, run.device_id):
+        histories = client_log.load_objects(conn, [h.object_key for h in histories])
+    run.events.emit("reconciling_entries", histories=histories, device_id=run.device_id)
+
+    def stamp() -> bool:
+        return bool(client_log.stamp_pending(conn, db.dialect, tables, run.clock, run.device_id))
+
+    rules = db.table_rules(conn)
+    context = constraints.PassContext(
+        conn, db.dialect, tables, rules, run.clock, run.device_id, reconciler, processor, stamp
+    )
+    db.dialect.silence(conn)
+    outcome = constraints.reconcile_pass(context, histories)
+    db.dialect.unsilence(conn)
+    if _written_meanwhile(conn, run, tables, [h.object_key for h in outcome.histories]):
+        raise _RaceError  # rolls back the whole pass, apply included
+    client_log.insert_local(conn, outcome.entries)  # resolutions are writes of this device: shared
+    resolutions.record(conn, outcome.resolutions, now)
+    integrated = _settle(conn, outcome.histories, outcome.refused, now)
+    db.save_clock(conn, run.clock)
     refused = [h for h in outcome.histories if h.object_key in outcome.refused]
     set_aside = sum(1 for h in refused for e in h.entries if e.needs_integration)
     passed = _Passed(outcome.histories, outcome.operations, outcome.result, outcome.resolutions)
@@ -464,7 +571,7 @@ def _applicable(
 
 
 def _written_meanwhile(
-    conn: Connection, run: _Run, tables: Mapping[str, TableInfo], histories: Sequence[ObjectHistory]
+    conn: Connection, run: _Run, tables: Mapping[str, TableInfo], objects: Collection[tuple[str, str]]
 ) -> bool:
     """Did the application write one of these rows while the pass applied?
 
@@ -475,7 +582,7 @@ def _written_meanwhile(
     before = client_log.last_seq(conn)
     if not client_log.stamp_pending(conn, run.db.dialect, tables, run.clock, run.device_id):
         return False
-    ours = {h.object_key for h in histories}
+    ours = objects if isinstance(objects, set | dict) else set(objects)
     return any(key in ours for key in client_log.objects_after(conn, before))
 
 

@@ -11,6 +11,11 @@ import pytest
 
 from storex_sync_firestore import MemorySharedLog, SyncedDatabase, SyncSummary, do_sync, register_device
 from storex_sync_firestore.shared_log.base import SharedSyncLog
+from storex_sync_firestore.testing.postgres import (  # noqa: F401
+    postgres_server_fixture,
+    postgres_url_fixture,
+    postgres_urls_fixture,
+)
 
 NOTES_SCHEMA = """
 CREATE TABLE notes (id TEXT PRIMARY KEY, title TEXT, body TEXT, rank INTEGER);
@@ -56,11 +61,15 @@ def memory_log() -> MemorySharedLog:
     return MemorySharedLog()
 
 
-@pytest.fixture(params=["memory", "filesystem", "firestore"])
+@pytest.fixture(params=["memory", "filesystem", "firestore", "postgresql"])
 def backend_log(request: pytest.FixtureRequest, tmp_path: Path) -> SharedSyncLog:
     """Each shared-log backend in turn, for the tests that must hold on all of them."""
     if request.param == "memory":
         return MemorySharedLog()
+    if request.param == "postgresql":
+        from storex_sync_firestore.shared_log import open_shared_log
+
+        return open_shared_log(request.getfixturevalue("postgres_urls")())
     if request.param == "filesystem":
         from storex_sync_firestore.shared_log.filesystem import FilesystemSharedLog
 

@@ -43,6 +43,14 @@ def test_a_backend_registered_in_process_opens_its_urls_with_the_callers_options
     assert opened == [("mine://x", {}), ("mine+driver://y", {"retry": None})]
 
 
+def test_postgresql_is_registered_like_a_third_party_backend() -> None:
+    from importlib.metadata import entry_points
+
+    (ep,) = entry_points(group=registry.ENTRY_POINT_GROUP, name="postgresql")
+    assert ep.value == "storex_sync_firestore.shared_log.postgres:open_log"
+    assert "postgresql" not in registry._BUILT_IN
+
+
 @pytest.fixture(scope="module")
 def example_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/external_backend pip-installed into a folder of its own (put on PYTHONPATH), as a user would

@@ -1,30 +1,20 @@
-"""The filesystem shared log: the conformance suite, plus what only a folder can get wrong."""
+"""The filesystem shared log: what only a folder can get wrong (the contract is in test_conformance.py)."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from storex_sync_firestore.shared_log.filesystem import FilesystemSharedLog
 from storex_sync_firestore.testing.conformance import (
     USER,
-    SharedSyncLogConformance,
     drain,
     keys,
     make_batch,
     write,
 )
-
-
-class TestFilesystemSharedLog(SharedSyncLogConformance):
-    @pytest.fixture
-    def shared_log(self, tmp_path: Path) -> Iterator[FilesystemSharedLog]:
-        yield FilesystemSharedLog(tmp_path / "log")
 
 
 def _upload(folder: str, device_id: str, rounds: int) -> None:

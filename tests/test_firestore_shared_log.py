@@ -1,9 +1,8 @@
-"""The shared-log contract, run against FirestoreSharedLog on the emulator (never skipped)."""
+"""FirestoreSharedLog on the emulator (never skipped): late commits; the contract is in test_conformance."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,22 +10,7 @@ import pytest
 
 from storex_sync_firestore.shared_log import firestore_layout as layout
 from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
-from storex_sync_firestore.testing.conformance import SharedSyncLogConformance, drain, keys, make_batch, write
-
-
-class TestFirestoreConformance(SharedSyncLogConformance):
-    @pytest.fixture
-    def shared_log(self, firestore_client: Any) -> Iterator[FirestoreSharedLog]:
-        yield FirestoreSharedLog(firestore_client)
-
-
-class TestFirestoreConformanceShortSettle(SharedSyncLogConformance):
-    """Same contract with a settle time close to the emulator's measured commit lag (~150 ms)."""
-
-    @pytest.fixture
-    def shared_log(self, firestore_client: Any) -> Iterator[FirestoreSharedLog]:
-        yield FirestoreSharedLog(firestore_client, settle_time=timedelta(seconds=1), page_docs=4)
-
+from storex_sync_firestore.testing.conformance import drain, keys, make_batch, write
 
 # ---- targeted: batches that become visible late, with an equal or earlier sharedOn ----
 

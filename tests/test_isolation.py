@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from storex_sync_firestore import HybridLogicalClock, MemorySharedLog
 from storex_sync_firestore.models import Operation, Reconciliation
 from storex_sync_firestore.reconcile import LastWriteWins, ObjectHistory
@@ -127,20 +129,25 @@ def test_a_processor_failing_at_apply_on_one_object_sets_only_that_object_aside(
     assert reason.startswith("reconciling it failed: KeyError")
 
 
-def test_a_database_error_is_not_blamed_on_an_object(make_devices: DeviceFactory, mocker: Any) -> None:
+@pytest.mark.parametrize("path", ["per object", "set-based"])
+def test_a_database_error_is_not_blamed_on_an_object(
+    make_devices: DeviceFactory, mocker: Any, path: str
+) -> None:
     """A lost connection or a lock is no object's fault: the sync fails and nothing is set aside."""
     from sqlalchemy.exc import OperationalError
 
-    from storex_sync_firestore import constraints
+    from storex_sync_firestore import constraints, reconcile_sets
 
     a, b = make_devices(2)
     a.sql("INSERT INTO notes VALUES ('n', 'from a', NULL, 1)")
     a.sync()
-    mocker.patch.object(
-        constraints, "apply_operations", side_effect=OperationalError("x", {}, Exception("locked"))
-    )
+    owner, name = (constraints, "apply_operations") if path == "per object" else (reconcile_sets, "apply")
+    mocker.patch.object(owner, name, side_effect=OperationalError("x", {}, Exception("locked")))
+    options: dict[str, Any] = {}
+    if path == "per object":  # a custom reconciler takes the per-object path
+        options["reconciler"] = lambda histories: LastWriteWins()(histories)
     try:
-        b.sync()
+        b.sync(**options)
     except OperationalError:
         pass
     else:

@@ -4,7 +4,7 @@ Each shop works offline between syncs: price changes on both sides (some on the 
 added and discontinued, bulk updates of thousands of rows. After syncing, all three hold the same
 catalogue, and it is the one last-write-wins says: later edits win per column, deletes stay deleted.
 
-Parametrized over the shared log: in memory, and Firestore on the emulator.
+Parametrized over the shared log: in memory, Firestore on the emulator, and a PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -53,11 +53,21 @@ NOW_SQLITE = "strftime('%Y-%m-%d %H:%M:%f+00:00', 'now')"
 CATALOGUE = 3_000
 
 
-@pytest.fixture(params=["memory", "firestore"])
+@pytest.fixture(params=["memory", "firestore", "postgresql"])
 def shared_log(request: pytest.FixtureRequest) -> SharedSyncLog:
-    """The in-memory log, and Firestore on the emulator: the shops converge through either."""
+    """The in-memory log, Firestore on the emulator, and the chain's own PostgreSQL server (the log in a
+    database of its own, reached as the role ``shopco`` that the server confines to its own rows): the
+    shops converge through each."""
     if request.param == "memory":
         return MemorySharedLog()
+    if request.param == "postgresql":
+        from storex_sync_firestore.shared_log import open_shared_log
+
+        admin_url = request.getfixturevalue("postgres_urls")()
+        admin = open_shared_log(admin_url)
+        admin.add_user("shopco", password="shop-secret")  # type: ignore[attr-defined]
+        admin.close()  # type: ignore[attr-defined]
+        return open_shared_log(admin_url.replace("//postgres@", "//shopco:shop-secret@"))
     from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
 
     return FirestoreSharedLog(request.getfixturevalue("firestore_client"))

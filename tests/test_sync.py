@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storex_sync_firestore import JsonSerializer, MemorySharedLog
+from storex_sync_firestore.reconcile import reconcile_sync_log
 from storex_sync_firestore.shared_log.base import SharedSyncLog
 
 from .conftest import Device, DeviceFactory, assert_converged, sync_all
@@ -140,8 +141,10 @@ CRASH_POINTS = [
     "storex_sync_firestore.sync.client_log.plan_upload",  # before an upload is planned
     "storex_sync_firestore.shared_log.memory.MemorySharedLog.write_batches",  # planned, not sent
     "storex_sync_firestore.sync.client_log.mark_shared",  # the log accepted the batch, not marked shared
-    "storex_sync_firestore.constraints.apply_operations",  # during apply
+    "storex_sync_firestore.constraints.apply_operations",  # during apply (per-object path)
     "storex_sync_firestore.sync.client_log.mark_integrated",  # applied, not marked integrated
+    "storex_sync_firestore.sync.reconcile_sets.apply",  # during apply (set-based path)
+    "storex_sync_firestore.sync.client_log.mark_integrated_rows",  # applied, not marked integrated
     "storex_sync_firestore.sync.client_log.prune",  # during cleanup
 ]
 
@@ -187,9 +190,12 @@ def test_crash_between_steps_loses_and_duplicates_nothing(
 
     mocker.patch.object(owner, name, side_effect=crashing, autospec=True)
     crashed = 0
+    options: dict[str, Any] = {}
+    if target.endswith(("apply_operations", "mark_integrated")):  # a custom reconciler: per object
+        options["reconciler"] = lambda histories: reconcile_sync_log(histories)
     for device in (a, b, a, b):
         try:
-            device.sync()
+            device.sync(**options)
         except CrashError:
             crashed += 1
     mocker.stopall()

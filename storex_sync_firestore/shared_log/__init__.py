@@ -11,6 +11,8 @@ that is stored in the database by ``init``. The backend is found by the URL's sc
   ``FIRESTORE_EMULATOR_HOST`` set it talks to the emulator with anonymous credentials; otherwise it uses
   Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS`` or ``gcloud auth
   application-default login``). ``google.cloud`` is imported only then, so other users never pay for it;
+* ``postgresql://USER:PASSWORD@HOST/DB`` (registered by entry point, like any third-party backend):
+  :class:`~.postgres.PostgresSharedLog`, a log in a PostgreSQL server that confines each user's data.
 """
 
 from __future__ import annotations

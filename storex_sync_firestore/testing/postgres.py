@@ -125,6 +125,11 @@ class PostgresServer:
         )  # fmt: skip
         if init.returncode != 0:
             raise PostgresError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
+        # The superuser the tests use needs no password; every other role does, so that a test can show
+        # that one role's credentials do not open another's data (the PostgreSQL shared log).
+        (data / "pg_hba.conf").write_text(
+            f"host all {self.user} 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        )
         settings = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
