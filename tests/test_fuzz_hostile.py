@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from google.api_core import exceptions as gexc
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -264,6 +265,7 @@ def test_the_corpus_is_set_aside_by_every_device(make_devices: DeviceFactory, fi
     assert run.figures["tried"] == len(CORPUS) - 2 and run.figures["marker overwrites"] == 2
 
 
+@pytest.mark.timeout(0 if DOCS > 1_000 else 300)  # the full campaign runs for minutes
 def test_generated_documents_are_set_aside_by_every_device(
     make_devices: DeviceFactory, firestore_client: Any
 ) -> None:
