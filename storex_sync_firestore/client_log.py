@@ -262,25 +262,21 @@ def _plain_lines(conn: Connection, limit: str) -> Planned | None:
     names = conn.execute(text(f"SELECT DISTINCT tbl FROM (SELECT tbl {_UNSHARED}{limit}) AS unshared")).all()
     if not names:
         return None
-    params: dict[str, str] = {}
-    cases = []
-    for i, (name,) in enumerate(names):
-        params[f"n{i}"], params[f"j{i}"] = str(name), _json_name(str(name))
-        cases.append(f"WHEN :n{i} THEN :j{i}")
+    cases = " ".join("WHEN ? THEN ?" for _ in names)
+    params: list[object] = ["\t"]
+    for (name,) in names:
+        params += [str(name), _json_name(str(name))]
+    params.append("\n")
     line = (
-        'CAST(hlc AS TEXT) || :tab || \'{"op":"\' || op || \'","table":\' || '
-        f"CASE tbl {' '.join(cases)} END || ',\"pk\":' || pk || "
-        "COALESCE(',\"value\":' || value, '') || '}' || :nl"
+        'CAST(hlc AS TEXT) || ? || \'{"op":"\' || op || \'","table":\' || '
+        f"CASE tbl {cases} END || ',\"pk\":' || pk || "
+        "COALESCE(',\"value\":' || value, '') || '}' || ?"
     )
-    rows = conn.execute(
-        text(f"SELECT seq, hlc, {line} {_UNSHARED}{limit}"), {**params, "tab": "\t", "nl": "\n"}
-    )
-    seqs, hlcs, texts = [], [], []
-    for seq, hlc, assembled in rows:
-        seqs.append(int(seq))
-        hlcs.append(int(hlc))
-        texts.append(str(assembled))
-    return seqs, hlcs, texts, []
+    sql = f"SELECT seq, hlc, {line} {_UNSHARED}{limit}"
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")  # the statement holds no other '?' or '%': names are parameters
+    rows = conn.exec_driver_sql(sql, tuple(params)).fetchall()
+    return [int(r[0]) for r in rows], [int(r[1]) for r in rows], [str(r[2]) for r in rows], []
 
 
 def _hooked_lines(
