@@ -183,63 +183,42 @@ def plan_upload(
     and later entries go on (flaw 3.12: it does not wedge sync). None when nothing is left to plan.
     """
     limit = "" if max_entries is None else f" LIMIT {int(max_entries)}"
-    rows = conn.execute(
-        text(
-            f"SELECT {_COLUMNS} FROM {LOG_TABLE} "
-            f"WHERE shared_on = 0 AND upload_batch IS NULL ORDER BY hlc{limit}"
-        )
-    ).all()
-    if not rows:
+    if pre_send is None and type(serializer) is JsonSerializer:
+        planned = _plain_lines(conn, limit)
+    else:
+        planned = _hooked_lines(conn, limit, serializer, pre_send)
+    if planned is None:
         return None
-    lines, seqs, withheld = _encode_rows(rows, serializer, pre_send)
-    by_seq = {int(r[0]): r for r in rows}
+    seqs, hlcs, texts, withheld = planned
     set_aside = 0
     batch: tuple[str, dict[str, Any]] | None = None
-    while lines:
-        batch = _fitting(lines, signer, max_stored_bytes)
+    while texts:
+        batch = _fitting(texts, hlcs, signer, max_stored_bytes)
         if batch is not None:
             break
         # The first entry alone does not fit a document: set it aside, go on with the rest.
-        entry = _entry(by_seq[seqs[0]])
+        entry = _entry(_row(conn, seqs[0]))
         quarantine(
             conn,
             [entry],
             f"entry for {entry.table} key {list(entry.pk)} does not fit one shared-log document even "
-            f"compressed ({len(lines[0].text.encode()):,} bytes): it was not sent; "
+            f"compressed ({len(texts[0].encode()):,} bytes): it was not sent; "
             "shrink the row or split the value",
             direction="outgoing",
             now_ms=now_ms,
         )
         withheld.append(seqs.pop(0))
-        lines.pop(0)
+        hlcs.pop(0)
+        texts.pop(0)
         set_aside += 1
     _many(conn, f"UPDATE {LOG_TABLE} SET shared_on = {WITHHELD} WHERE seq = ?", [(s,) for s in withheld])
     if batch is None:
         return PlannedUpload(None, withheld=len(withheld) - set_aside, set_aside=set_aside)
     batch_id, fields = batch
     count = fields[fmt.F_COUNT]
-    clocks = (lines[0].hlc, lines[count - 1].hlc)
+    clocks = (hlcs[0], hlcs[count - 1])
     _put_in_outbox(conn, batch_id, fields, clocks)
     return PlannedUpload(StoredBatch(batch_id, fields), clocks, count, len(withheld) - set_aside, set_aside)
-
-
-def _encode_rows(
-    rows: Sequence[Sequence[Any]], serializer: Serializer, pre_send: PreSend | None
-) -> tuple[list[fmt.Line], list[int], list[int]]:
-    """The batch lines of these log rows (through ``pre_send`` and the serializer when there are any),
-    their seqs, and the seqs of the rows ``pre_send`` withheld."""
-    lines: list[fmt.Line] = []
-    seqs: list[int] = []
-    withheld: list[int] = []
-    plain = pre_send is None and type(serializer) is JsonSerializer
-    for row in rows:
-        line = _line(row) if plain else _hooked_line(row, serializer, pre_send)
-        if line is None:
-            withheld.append(int(row[0]))
-            continue
-        lines.append(line)
-        seqs.append(int(row[0]))
-    return lines, seqs, withheld
 
 
 def _put_in_outbox(
@@ -270,6 +249,60 @@ def _put_in_outbox(
     )
 
 
+Planned = tuple[list[int], list[int], list[str], list[int]]
+"""Seqs, clocks and payload lines (``<hlc>\t<entry JSON>\n``) of the entries to send, and the seqs of
+those withheld."""
+
+_UNSHARED = f"FROM {LOG_TABLE} WHERE shared_on = 0 AND upload_batch IS NULL ORDER BY hlc"
+
+
+def _plain_lines(conn: Connection, limit: str) -> Planned | None:
+    """The payload lines of the default serializer, assembled by the database from the stored JSON: key
+    and values are the canonical text the log holds, so the bytes are those ``JsonSerializer`` writes
+    (keys in the same order), and no entry passes through Python one by one."""
+    names = conn.execute(text(f"SELECT DISTINCT tbl FROM (SELECT tbl {_UNSHARED}{limit}) AS unshared")).all()
+    if not names:
+        return None
+    cases = " ".join("WHEN ? THEN ?" for _ in names)
+    params: list[object] = ["\t"]
+    for (name,) in names:
+        params += [str(name), _json_name(str(name))]
+    params.append("\n")
+    line = (
+        'CAST(hlc AS TEXT) || ? || \'{"op":"\' || op || \'","table":\' || '
+        f"CASE tbl {cases} END || ',\"pk\":' || pk || "
+        "COALESCE(',\"value\":' || value, '') || '}' || ?"
+    )
+    sql = f"SELECT seq, hlc, {line} {_UNSHARED}{limit}"
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")  # the statement holds no other '?' or '%': names are parameters
+    rows = conn.exec_driver_sql(sql, tuple(params)).fetchall()
+    return [int(r[0]) for r in rows], [int(r[1]) for r in rows], [str(r[2]) for r in rows], []
+
+
+def _hooked_lines(
+    conn: Connection, limit: str, serializer: Serializer, pre_send: PreSend | None
+) -> Planned | None:
+    """The payload lines through ``pre_send`` and a custom serializer, one entry at a time."""
+    rows = conn.execute(text(f"SELECT {_COLUMNS} {_UNSHARED}{limit}")).all()
+    if not rows:
+        return None
+    seqs, hlcs, texts, withheld = [], [], [], []
+    for row in rows:
+        line = _hooked_line(row, serializer, pre_send)
+        if line is None:
+            withheld.append(int(row[0]))
+            continue
+        seqs.append(int(row[0]))
+        hlcs.append(line.hlc)
+        texts.append(f"{line.hlc}\t{line.text}\n")
+    return seqs, hlcs, texts, withheld
+
+
+def _row(conn: Connection, seq: int) -> Sequence[Any]:
+    return conn.execute(text(f"SELECT {_COLUMNS} FROM {LOG_TABLE} WHERE seq = :s"), {"s": seq}).one()
+
+
 def planned_entries(conn: Connection, batch: PlannedUpload) -> list[LogEntry]:
     """The log entries a planned batch carries (as logged, before any ``pre_send``), for events."""
     if batch.batch is None:
@@ -281,13 +314,16 @@ def planned_entries(conn: Connection, batch: PlannedUpload) -> list[LogEntry]:
     return [_entry(r) for r in rows]
 
 
-def _fitting(lines: list[fmt.Line], signer: Signer, budget: int) -> tuple[str, dict[str, Any]] | None:
-    """The longest prefix of ``lines`` whose compressed payload fits ``budget``, encoded; None if not even
-    the first line fits. Each cut aims just under the budget by the ratio the last attempt showed."""
-    n = len(lines)
+def _fitting(
+    texts: list[str], hlcs: list[int], signer: Signer, budget: int
+) -> tuple[str, dict[str, Any]] | None:
+    """The longest prefix of the payload lines whose compressed payload fits ``budget``, encoded; None if
+    not even the first line fits. Each cut aims just under the budget by the ratio the last attempt showed."""
+    n = len(texts)
     while n:
-        batch_id, fields = fmt.encode_batch(
-            lines[:n],
+        batch_id, fields = fmt.seal_span(
+            "".join(texts[:n]).encode("utf-8"),
+            (hlcs[0], hlcs[n - 1], n),
             user_id=signer.user_id,
             device_id=signer.device_id,
             key=signer.key,
@@ -298,14 +334,6 @@ def _fitting(lines: list[fmt.Line], signer: Signer, budget: int) -> tuple[str, d
             return batch_id, fields
         n = 0 if n == 1 else max(1, min(n - 1, int(n * budget / stored * 0.9)))
     return None
-
-
-def _line(row: Sequence[Any]) -> fmt.Line:
-    """The default serializer's text, assembled from the stored JSON without parsing it: the bytes
-    ``JsonSerializer`` writes for the entry (keys in the same order), for the common case of no hooks."""
-    _seq, _device_id, hlc, tbl, pk, op, value, _pending = row
-    tail = "}" if value is None else f',"value":{value}}}'
-    return fmt.Line(int(hlc), f'{{"op":"{op}","table":{_json_name(tbl)},"pk":{pk}{tail}')
 
 
 def _hooked_line(row: Sequence[Any], serializer: Serializer, pre_send: PreSend | None) -> fmt.Line | None:

@@ -25,7 +25,7 @@ import orjson
 from sqlalchemy import Connection
 
 from .capture import dialect_of
-from .capture.base import CaptureDialect, TableInfo
+from .capture.base import CaptureDialect, ColumnInfo, TableInfo
 from .codec import decode_value
 from .models import Json
 from .validate import MAX_ENTRY_DEPTH
@@ -170,12 +170,24 @@ def _params(
     """The statement's parameters, decoded and converted for their columns: an update's values come
     before its key (``SET ... WHERE``), an insert's after it."""
     try:
-        key = [dialect.to_db(c, decode_value(v)) for c, v in zip(table.pk_columns, pk, strict=True)]
+        key = [_convert(dialect, c, v) for c, v in zip(table.pk_columns, pk, strict=True)]
         by_name = {c.name: c for c in table.value_columns}
-        row = [dialect.to_db(by_name[c], decode_value(values[c])) for c in columns]
+        row = [_convert(dialect, by_name[c], values[c]) for c in columns]
     except Exception as exc:  # the per-object path reports it per object, with its reason
         raise UnfitError(f"{table.name}: {exc}") from exc
     return (*row, *key) if kind == "update" else (*key, *row)
+
+
+_AS_IS = frozenset({str, float, type(None)})
+"""JSON scalars SQLite binds as they are: ``decode_value`` and ``SQLiteCapture.to_db`` return them
+unchanged (a float read from JSON is finite; an integer is checked for 64 bits below)."""
+
+
+def _convert(dialect: CaptureDialect, column: ColumnInfo, raw: Json) -> Any:
+    """``dialect.to_db(column, decode_value(raw))``, without the two calls where SQLite needs none."""
+    if dialect.name == "sqlite" and (type(raw) in _AS_IS or (type(raw) is int and -(2**63) <= raw < 2**63)):
+        return raw
+    return dialect.to_db(column, decode_value(raw))
 
 
 def apply(conn: Connection, tables: Mapping[str, TableInfo], writes: Writes) -> int:

@@ -123,12 +123,17 @@ def compress(raw: bytes) -> bytes:
 
 def header_of(device_id: str, lines: Sequence[Line], raw: bytes) -> dict[str, Any]:
     """The readable header fields of a batch holding ``lines`` (payload ``raw`` before compression)."""
+    return span_header(device_id, lines[0].hlc, lines[-1].hlc, len(lines), raw)
+
+
+def span_header(device_id: str, first_hlc: int, last_hlc: int, count: int, raw: bytes) -> dict[str, Any]:
+    """:func:`header_of` for a payload of ``count`` lines from ``first_hlc`` to ``last_hlc``."""
     return {
         F_VERSION: VERSION,
         F_DEVICE_ID: device_id,
-        F_FIRST_HLC: lines[0].hlc,
-        F_LAST_HLC: lines[-1].hlc,
-        F_COUNT: len(lines),
+        F_FIRST_HLC: first_hlc,
+        F_LAST_HLC: last_hlc,
+        F_COUNT: count,
         F_SIZE: len(raw),
         F_CODEC: CODEC,
     }
@@ -179,14 +184,38 @@ def seal(
     cipher: DataKey | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """:func:`encode_batch` for a payload already assembled from ``lines``: compress, encrypt, sign."""
-    header = header_of(device_id, lines, raw)
+    return seal_span(
+        raw,
+        (lines[0].hlc, lines[-1].hlc, len(lines)),
+        user_id=user_id,
+        device_id=device_id,
+        key=key,
+        kind=kind,
+        cipher=cipher,
+    )
+
+
+def seal_span(
+    raw: bytes,
+    span: tuple[int, int, int],
+    *,
+    user_id: str,
+    device_id: str,
+    key: DeviceKey,
+    kind: str = KIND_BATCH,
+    cipher: DataKey | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """:func:`seal` for a payload of ``span`` = (first clock, last clock, line count), assembled by the
+    caller (the client log builds the lines in SQL, ready to concatenate)."""
+    first_hlc, last_hlc, count = span
+    header = span_header(device_id, first_hlc, last_hlc, count, raw)
     payload = compress(raw)
     if cipher is not None:
         header |= {F_CIPHER: CIPHER, F_KEY_ID: cipher.key_id}
         payload = cipher.seal(payload, header_bytes(kind, user_id, header))
     message = signed_message(kind, user_id, header, payload)
     fields = {**header, F_PAYLOAD: payload, F_SIGNATURE: key.sign(message)}
-    return document_id(device_id, lines[0].hlc, message, cipher), fields
+    return document_id(device_id, first_hlc, message, cipher), fields
 
 
 def header_json(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -411,6 +440,7 @@ __all__ = [
     "open_v1",
     "open_v2",
     "seal",
+    "seal_span",
     "signed_message",
     "version_of",
 ]
