@@ -459,7 +459,7 @@ class FirestoreSharedLog(SharedSyncLog):
                 f"the shared log has no device {device_id!r} for user {user_id!r}",
                 hint="register the device again (storex-sync init)",
             )
-        marker, repaired = Marker.parse(snap.to_dict() or {})
+        marker, repaired = Marker.parse(snap.to_dict() or {}, now=snap.read_time)
         with self._sessions_lock:
             session = self._sessions.get((user_id, device_id))
         resume, horizon = (
@@ -483,7 +483,11 @@ class FirestoreSharedLog(SharedSyncLog):
                     continue
                 data = doc.to_dict() or {}
                 shared_on = data.get(layout.F_SHARED_ON)
-                if not isinstance(shared_on, datetime):  # the queries' filter only returns timestamps
+                if not isinstance(shared_on, datetime) or shared_on > doc.read_time:
+                    # Not a timestamp (the queries' filter returns none), or dated after this very read:
+                    # the server stamps sharedOn at the commit, so only a write past the rules can do
+                    # that. It is not delivered, and never enters the marker (it would never settle,
+                    # and hold the marker's tail, or its position, in the future).
                     continue
                 docs.append((Position(shared_on, doc.id), data))
                 count += entry_count(data)
