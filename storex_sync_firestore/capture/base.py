@@ -362,6 +362,10 @@ class CaptureDialect(ABC):
         Raise ``ValueError`` when the column cannot hold the value: the entry is set aside, never altered.
         """
 
+    def check_storage(self) -> None:  # noqa: B027 - optional hook: a server guards its own storage
+        """Raise ``DamagedDatabaseError`` if the database reports its storage damaged (default: nothing
+        to check). Sync asks before it writes, so that it never writes to a damaged file."""
+
     def check_constraints_immediately(self, conn: Connection) -> None:  # noqa: B027 - optional hook
         """Make deferred constraints checked at each statement for the rest of the transaction, so that a
         row the schema refuses is refused while it can still be set aside (default: nothing to do)."""

@@ -76,6 +76,7 @@ class DialectConformance:
     def test_the_registry_knows_the_dialect(self, engine: Engine, dialect: CaptureDialect) -> None:
         assert type(dialect) is dialect_class(engine.dialect.name)
         assert dialect.name == engine.dialect.name
+        dialect.check_storage()  # a healthy database passes
 
     def test_triggers_capture_every_write_of_any_writer_in_order(
         self, engine: Engine, dialect: CaptureDialect
