@@ -244,7 +244,7 @@ def sync(db_url: str, timeout: float | None, as_json: bool) -> None:
     type=float,
     default=None,
     metavar="SECONDS",
-    help="Poll the shared log this often (default: 2; 60 with Firestore, which also pushes changes).",
+    help="Poll the shared log this often (default: 2; 60 with a log that pushes changes, as Firestore does).",
 )
 @click.option(
     "--compact",

@@ -150,6 +150,9 @@ def bootstrap_if_needed(
         return done
     with db.transaction(write=False) as conn:
         mine = frontier(conn)
+        seen = db.get_state(conn, "latest_snapshot") or {}
+    if seen.get("id") == newest.batch_id and covers(mine, seen.get("frontier", {})):
+        return done  # checked before (a manifest never changes) and caught up: no more reads
     try:
         manifest = verifier.manifest(newest)
     except InvalidEntryError as exc:
@@ -160,6 +163,8 @@ def bootstrap_if_needed(
     )
     done.documents_read += read
     if not wanted:
+        with db.transaction() as conn:
+            db.set_state(conn, "latest_snapshot", {"id": newest.batch_id, "frontier": manifest.frontier})
         return done
     chunks = shared_log.get_snapshot_chunks(newest.batch_id, user_id=verifier.user_id)
     done.documents_read += max(1, len(chunks))

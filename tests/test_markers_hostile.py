@@ -64,6 +64,8 @@ def test_a_batch_whose_shared_on_is_no_timestamp_is_read_by_no_device(
     [
         {"markerTs": "yesterday"},
         {"markerTs": 17},
+        {"markerTs": datetime(2117, 3, 26, tzinfo=UTC)},  # a time no batch has yet: b would read nothing
+        {"markerSeen": [{"t": datetime(2117, 3, 26, tzinfo=UTC), "id": "b"}]},
         {"markerId": 5},
         {"markerId": "x" * 1_400},
         {"markerSeen": [{"t": T}]},
@@ -154,3 +156,23 @@ def test_a_broken_folder_marker_is_repaired(
     note(a, "later")
     a.sync()
     assert b.sync().received == 1
+
+
+def test_batches_dated_in_the_future_neither_hold_nor_move_the_marker(
+    make_devices: DeviceFactory, log: FirestoreSharedLog, firestore_client: Any
+) -> None:
+    a, b = make_devices(2, log=log)
+    batches = firestore_client.collection(*layout.batches_path(log.root, "alice"))
+    for i in range(3):
+        batches.document(f"future-{i}").create(
+            {"deviceId": a.device_id, "sharedOn": datetime(2099, 1, 1, tzinfo=UTC)}
+        )
+    note(a, "now")
+    a.sync()
+    b.sync()
+    marker = Marker.parse(device_doc(firestore_client, log, b))[0]
+    assert marker.pos is not None and marker.pos.ts.year < 2099 and not marker.seen
+    note(a, "later")
+    a.sync()
+    b.sync()
+    assert keys(b) == ["later", "now"]

@@ -76,23 +76,27 @@ class Marker:
         return cls.parse(fields)[0]
 
     @classmethod
-    def parse(cls, fields: Mapping[str, Any]) -> tuple[Marker, bool]:
+    def parse(cls, fields: Mapping[str, Any], now: datetime | None = None) -> tuple[Marker, bool]:
         """The marker in a device document, and whether it had to be repaired.
 
         Anyone holding the user's credentials (or an admin key) can write these fields, so nothing is
         assumed: a settled time that is not a timestamp resets the marker to the device's start (its
         ``sharedUntil``, else the log's start) and the batches are read again, which receive makes
         harmless (a repeated entry changes nothing); a broken id reads every batch at that time again;
-        a broken seen item is dropped (its batch is delivered again). Never an exception.
+        a broken seen item is dropped (its batch is delivered again). A time after ``now`` (the server's
+        time of the read) is broken too: no batch was read there yet, and the device would read nothing.
+        Never an exception.
         """
         ts, doc_id, seen = (fields.get(f) for f in layout.MARKER_FIELDS)
         repaired = False
         if ts is None:
             pos = None
             repaired = doc_id is not None
-        elif not isinstance(ts, datetime):
+        elif not isinstance(ts, datetime) or (now is not None and ts > now):
             start = fields.get(layout.F_SHARED_UNTIL)
-            return cls(Position(start) if isinstance(start, datetime) else None), True
+            if not isinstance(start, datetime) or (now is not None and start > now):
+                return cls(), True
+            return cls(Position(start)), True
         elif doc_id is None or _valid_id(doc_id):
             pos = Position(ts, doc_id)
         else:
@@ -103,7 +107,7 @@ class Marker:
             seen = []
         for item in seen:
             t, i = (item.get("t"), item.get("id")) if isinstance(item, dict) else (None, None)
-            if isinstance(t, datetime) and _valid_id(i):
+            if isinstance(t, datetime) and _valid_id(i) and (now is None or t <= now):
                 items.append(Position(t, i))
             else:
                 repaired = True
