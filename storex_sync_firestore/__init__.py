@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .capture.base import ColumnInfo, TableInfo
     from .clock import HybridLogicalClock
     from .codec import JsonSerializer, Serializer, decode_value, encode_value
+    from .compaction import compact
     from .continuous import ContinuousSync
     from .database import SyncedDatabase
     from .devices import register_device
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from .reconcile import LastWriteWins, ObjectHistory, Reconciler, reconcile_sync_log
     from .shared_log import FilesystemSharedLog, MemorySharedLog, open_shared_log
     from .shared_log.base import SharedSyncLog
+    from .snapshot import write_snapshot
     from .sync import do_sync
 
 #: Where each public name lives; ``__getattr__`` imports it from there on first use.
@@ -105,6 +107,7 @@ _EXPORTS: dict[str, str] = {
     "UnsuitableTableError": ".errors",
     "UnsyncedUpdate": ".models",
     "WriteResult": ".models",
+    "compact": ".compaction",
     "decode_value": ".codec",
     "do_sync": ".sync",
     "encode_value": ".codec",
@@ -112,6 +115,7 @@ _EXPORTS: dict[str, str] = {
     "reconcile_sync_log": ".reconcile",
     "register_device": ".devices",
     "uuid7": ".keys",
+    "write_snapshot": ".snapshot",
 }
 
 __all__ = [
@@ -155,6 +159,7 @@ __all__ = [
     "UnsuitableTableError",
     "UnsyncedUpdate",
     "WriteResult",
+    "compact",
     "decode_value",
     "do_sync",
     "encode_value",
@@ -162,6 +167,7 @@ __all__ = [
     "reconcile_sync_log",
     "register_device",
     "uuid7",
+    "write_snapshot",
 ]
 
 

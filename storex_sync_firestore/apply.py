@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .capture.base import CaptureDialect, TableInfo, quote, savepoint
+from .capture.base import CaptureDialect, TableInfo, savepoint
 from .codec import decode_value, dumps, preview
 from .errors import InvalidEntryError
 from .models import Json, Operation
@@ -38,8 +38,8 @@ class ApplyResult:
     constraint: no rule can resolve it)."""
 
 
-def _where(table: TableInfo, offset: int) -> str:
-    return " AND ".join(f"{quote(c)} = :p{offset + i}" for i, c in enumerate(table.pk))
+def _where(dialect: CaptureDialect, table: TableInfo, offset: int) -> str:
+    return " AND ".join(f"{dialect.quote(c)} = :p{offset + i}" for i, c in enumerate(table.pk))
 
 
 class _Statements:
@@ -61,9 +61,9 @@ class _Statements:
         if kind == "insert":
             return self.dialect.upsert_sql(table, columns)
         if kind == "delete":
-            return f"DELETE FROM {table.sql_name} WHERE {_where(table, 0)}"
-        sets = ", ".join(f"{quote(c)} = :p{len(table.pk) + i}" for i, c in enumerate(columns))
-        return f"UPDATE {table.sql_name} SET {sets} WHERE {_where(table, 0)}"
+            return f"DELETE FROM {table.sql_name} WHERE {_where(self.dialect, table, 0)}"
+        sets = ", ".join(f"{self.dialect.quote(c)} = :p{len(table.pk) + i}" for i, c in enumerate(columns))
+        return f"UPDATE {table.sql_name} SET {sets} WHERE {_where(self.dialect, table, 0)}"
 
 
 def _params(op: Operation, table: TableInfo, dialect: CaptureDialect) -> dict[str, Any]:

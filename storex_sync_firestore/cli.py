@@ -82,6 +82,14 @@ timeout_option = click.option(
     help="Give up on an unreachable shared log after this long (default: 60).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+snapshot_option = click.option(
+    "--snapshot-after",
+    type=click.IntRange(min=0),
+    default=100_000,
+    show_default=True,
+    metavar="ENTRIES",
+    help="Write a snapshot after this many entries received and shared since the latest (0: never).",
+)
 
 
 @click.group(cls=_Group)
@@ -219,7 +227,8 @@ def _summary_text(summary: SyncSummary) -> str:
 @db_option
 @timeout_option
 @json_option
-def sync(db_url: str, timeout: float | None, as_json: bool) -> None:
+@snapshot_option
+def sync(db_url: str, timeout: float | None, as_json: bool, snapshot_after: int) -> None:
     """Run one full sync: receive, share, reconcile."""
     from . import commands
     from .progress import SyncProgress
@@ -227,7 +236,9 @@ def sync(db_url: str, timeout: float | None, as_json: bool) -> None:
     db = commands.open_database(db_url)
     progress = SyncProgress(totals={"share": commands.pending_count(db)})
     try:
-        summary = commands.sync_database(db, timeout=timeout, progress=progress)
+        summary = commands.sync_database(
+            db, timeout=timeout, progress=progress, snapshot_after=snapshot_after or None
+        )
     except Exception as exc:
         if as_json and _known(exc):
             click.echo(json.dumps({"ok": False, "error": _one_line(exc)}))
@@ -244,7 +255,7 @@ def sync(db_url: str, timeout: float | None, as_json: bool) -> None:
     type=float,
     default=None,
     metavar="SECONDS",
-    help="Poll the shared log this often (default: 2; 60 with Firestore, which also pushes changes).",
+    help="Poll the shared log this often (default: 2; 60 with a log that pushes changes, as Firestore does).",
 )
 @click.option(
     "--compact",
@@ -253,7 +264,10 @@ def sync(db_url: str, timeout: float | None, as_json: bool) -> None:
     help="Also compact the shared log about once a day (as 'storex-sync compact' with its defaults).",
 )
 @timeout_option
-def watch(db_url: str, interval: float | None, timeout: float | None, compact_log: bool) -> None:
+@snapshot_option
+def watch(
+    db_url: str, interval: float | None, timeout: float | None, compact_log: bool, snapshot_after: int
+) -> None:
     """Keep syncing until Ctrl-C: soon after a local change or another device's upload."""
     from . import commands
     from .continuous import ContinuousSync
@@ -261,7 +275,12 @@ def watch(db_url: str, interval: float | None, timeout: float | None, compact_lo
     db = commands.open_database(db_url)
     state = commands.initialized_state(db)
     shared_log = commands.open_log(state["log"], timeout=timeout)
-    runner = ContinuousSync(db, shared_log, remote_poll_interval=interval)
+    runner = ContinuousSync(
+        db,
+        shared_log,
+        remote_poll_interval=interval,
+        sync_options={"snapshot_after": snapshot_after or None},
+    )
     if compact_log:
         runner.events.on("sync_finished", lambda **kw: _compact_after(db, shared_log, **kw))
     started: dict[str, float] = {}

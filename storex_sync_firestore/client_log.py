@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from .capture import dialect_of
 from .capture.base import CAPTURE_TABLE, LOG_TABLE, OUTBOX_TABLE, QUARANTINE_TABLE, CaptureDialect, TableInfo
 from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, dumps, entry_payload, loads
@@ -372,10 +373,10 @@ def mark_shared(conn: Connection, batch: PlannedUpload, now_ms: int) -> None:
 
 def insert_received(conn: Connection, entries: Sequence[LogEntry], now_ms: int) -> None:
     """Store received entries as needing integration; an entry already present is left as it is."""
+    columns = ("device_id", "hlc", "tbl", "pk", "op", "value", "shared_on", "needs_integration")
     _many(
         conn,
-        f"INSERT INTO {LOG_TABLE} (device_id, hlc, tbl, pk, op, value, shared_on, needs_integration) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT DO NOTHING",
+        dialect_of(conn).insert_or_ignore(LOG_TABLE, columns, ["?"] * 7 + ["1"]),
         [
             (
                 e.device_id,
@@ -495,12 +496,12 @@ def load_objects(
     rows: list[Sequence[Any]] = []
     for start in range(0, len(objects), LOAD_CHUNK):  # two parameters each: under SQLite's 32,766
         chunk = objects[start : start + LOAD_CHUNK]
-        values = ", ".join(f"(:t{i}, :k{i})" for i in range(len(chunk)))
+        where = dialect_of(conn).in_values(("tbl", "pk"), [(f":t{i}", f":k{i}") for i in range(len(chunk))])
         params: dict[str, str] = {}
         for i, (t, k) in enumerate(chunk):
             params[f"t{i}"], params[f"k{i}"] = t, k
         rows += conn.execute(
-            text(f"SELECT {_COLUMNS}, shared_on FROM {LOG_TABLE} WHERE (tbl, pk) IN (VALUES {values})"),
+            text(f"SELECT {_COLUMNS}, shared_on FROM {LOG_TABLE} WHERE {where}"),
             params,
         ).all()
     histories = _group(conn, rows)

@@ -218,6 +218,8 @@ class ContinuousSync:
         """Run a sync that starts after this call (skipping any back-off wait) and return its summary;
         raise its error. Raises ``TimeoutError`` if none finished within ``timeout`` seconds."""
         if not self.running:
+            if self.error is not None:  # stopped by a failure that retrying cannot fix
+                raise self.error
             raise RuntimeError("ContinuousSync is not running; call start() first")
         with self._cond:
             self._urgent = True

@@ -13,14 +13,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.exc import DBAPIError
 
 from . import client_log, registry
 from .capture import CaptureDialect, TableInfo, capture_for
 from .capture.base import STATE_TABLE, SYNC_SCHEMA_VERSION
 from .clock import HybridLogicalClock, wall_clock_ms
 from .encryption import DataKey
-from .errors import ConfigurationError, DamagedDatabaseError
+from .errors import ConfigurationError
 from .policy import OnConflict, TableRules, check_rules, rules_for
 from .schema import TOKEN_KEY, adapt_table, replay
 from .signing import DeviceKey
@@ -128,28 +127,14 @@ class SyncedDatabase:
             self.dialect.capture_existing_rows(conn, info)
 
     def check_integrity(self) -> None:
-        """Raise ``DamagedDatabaseError`` if SQLite reports the file damaged (``PRAGMA quick_check``, about
-        a millisecond per megabyte); other databases guard their own storage.
+        """Raise ``DamagedDatabaseError`` if the database reports its storage damaged (the dialect's
+        ``check_storage``: SQLite's ``PRAGMA quick_check``, about a millisecond per megabyte; a server
+        guards its own storage).
 
         Sync asks before it writes anything, and again after a failure (before recording it), so a damaged
         file is never written to by sync, not even with the record of its own failure.
         """
-        if self.engine.dialect.name != "sqlite":
-            return
-        where = self.engine.url.database or "the database"
-        try:
-            with self.engine.connect() as conn:
-                problems = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check(5)")]
-        except DBAPIError as exc:
-            if "file is not a database" not in str(exc) and "malformed" not in str(exc):
-                raise
-            problems = [str(exc.orig)]
-        if problems != ["ok"]:
-            raise DamagedDatabaseError(
-                f"{where} is damaged or not a SQLite database: {'; '.join(problems)}",
-                hint=f"sync wrote nothing to it; restore it from a backup, or rescue what is readable with "
-                f"sqlite3 {where} .recover | sqlite3 repaired.db",
-            )
+        self.dialect.check_storage()
 
     def disable_sync(self, tables: Sequence[str] | None = None) -> list[str]:
         """Switch capture off on ``tables`` (default: all); returns their names in the log.

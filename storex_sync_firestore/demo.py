@@ -13,14 +13,15 @@ import os
 import shutil
 import sqlite3
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .clock import wall_clock_ms
 from .commands import init_database, open_database, sync_database
+from .retry import wait_until
 
 Echo = Callable[[str], None]
 SCHEMA = "CREATE TABLE notes (id TEXT PRIMARY KEY, title TEXT NOT NULL, body TEXT)"
@@ -124,7 +125,8 @@ def run_demo(
             _run_sql(laptop, "UPDATE notes SET body = 'milk, eggs' WHERE id = 'note-1'")
             _run_sql(laptop, "UPDATE notes SET title = 'ideas (laptop)' WHERE id = 'note-2'")
             _run_sql(laptop, "DELETE FROM notes WHERE id = 'note-3'")
-            time.sleep(0.01)  # the phone's edit of note-2 is the later one: last write wins
+            edited = wall_clock_ms()  # the phone's edit of note-2 must be the later one: last write wins
+            wait_until(lambda: wall_clock_ms() > edited, timeout=1.0, interval=0.001)
             _run_sql(phone, "UPDATE notes SET title = 'shopping' WHERE id = 'note-1'")
             _run_sql(phone, "UPDATE notes SET title = 'ideas (phone, later)' WHERE id = 'note-2'")
             _run_sql(phone, "INSERT INTO notes VALUES ('note-4', 'from the phone', NULL)")

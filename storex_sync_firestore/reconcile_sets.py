@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from .capture.base import CaptureDialect, ColumnInfo, TableInfo, quote
+from .capture import dialect_of
+from .capture.base import CaptureDialect, ColumnInfo, TableInfo
 from .codec import decode_value
 from .models import Json
 from .validate import MAX_ENTRY_DEPTH
@@ -194,26 +195,21 @@ def apply(conn: Connection, tables: Mapping[str, TableInfo], writes: Writes) -> 
     key freed by one object is free for another's insert. Returns the rows written."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     ordered = sorted(writes.groups.items(), key=lambda item: item[0][0] != "delete")
+    dialect = dialect_of(conn)
     for (kind, tbl, columns), params in ordered:
-        conn.exec_driver_sql(statement(tables[tbl], kind, columns, mark), params)
+        conn.exec_driver_sql(statement(dialect, tables[tbl], kind, columns, mark), params)
     return writes.count
 
 
-def statement(table: TableInfo, kind: str, columns: Sequence[str], mark: str) -> str:
+def statement(
+    dialect: type[CaptureDialect], table: TableInfo, kind: str, columns: Sequence[str], mark: str
+) -> str:
     """The statement of one shape with positional placeholders ``mark``; the same writes as
     ``apply._Statements`` (an insert is an upsert: the row may exist, written while capture was off)."""
-    key = " AND ".join(f"{quote(c)} = {mark}" for c in table.pk)
+    key = " AND ".join(f"{dialect.quote(c)} = {mark}" for c in table.pk)
     if kind == "delete":
         return f"DELETE FROM {table.sql_name} WHERE {key}"
     if kind == "update":
-        sets = ", ".join(f"{quote(c)} = {mark}" for c in columns)
+        sets = ", ".join(f"{dialect.quote(c)} = {mark}" for c in columns)
         return f"UPDATE {table.sql_name} SET {sets} WHERE {key}"
-    names = ", ".join(quote(c) for c in (*table.pk, *columns))
-    marks = ", ".join([mark] * (len(table.pk) + len(columns)))
-    conflict = ", ".join(quote(c) for c in table.pk)
-    action = (
-        "DO UPDATE SET " + ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns)
-        if columns
-        else "DO NOTHING"
-    )
-    return f"INSERT INTO {table.sql_name} ({names}) VALUES ({marks}) ON CONFLICT ({conflict}) {action}"
+    return dialect.upsert(table, columns, [mark] * (len(table.pk) + len(columns)))

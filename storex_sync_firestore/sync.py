@@ -99,7 +99,7 @@ def do_sync(
     stages: Collection[str] = STAGES,
     upload_batch_size: int | None = 10_000,
     upload_batch_byte_limit: int | None = None,
-    download_batch_size: int | None = 5_000,
+    download_batch_size: int | None = 20_000,
     reconcile_batch_size: int | None = None,
     single_batch: bool = False,
     continue_sync: ContinueSync | None = None,
@@ -123,9 +123,11 @@ def do_sync(
     ``continue_sync(stage)`` is asked after every batch and stops the sync when it returns False.
     ``pre_send``/``post_receive`` may transform an entry or return None: a dropped outgoing entry is
     withheld (never sent, counted), a dropped incoming one is set aside (kept, never lost).
-    ``reconcile_batch_size`` is the objects per reconcile transaction (default: 20,000 on the set-based
-    path of the default reconciler, 2,000 object by object). ``cleanup_after_reconcile`` prunes log
-    entries that no future merge needs, keeping tombstones.
+    ``download_batch_size`` is the entries read per page of the shared log (20,000: two full batches,
+    so a backlog costs few page queries). ``reconcile_batch_size`` is the objects per reconcile
+    transaction (default: 20,000 on the set-based path of the default reconciler, 2,000 object by
+    object). ``cleanup_after_reconcile`` prunes log entries that no future merge needs, keeping
+    tombstones.
     A new device, or one that a compaction left behind, first loads the latest snapshot (``snapshot``);
     after ``snapshot_after`` entries received and shared since the latest snapshot, a complete sync
     writes one (None: never).

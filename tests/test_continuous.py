@@ -239,6 +239,8 @@ def test_a_permanent_failure_stops_the_loop_with_the_error(
     assert runner.error is denied and flaky.calls == 1, "retrying cannot fix a permission error"
     assert [f["error"] for f in finished] == [denied]
     assert db_a.state()["last_sync"]["ok"] is False
+    with pytest.raises(PermanentSharedLogError):
+        runner.sync_now(timeout=1)  # says why it stopped
 
 
 class OwnError(Exception):

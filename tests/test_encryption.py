@@ -326,3 +326,36 @@ def test_the_cli_turns_encryption_on_and_changes_the_passphrase(
     assert result.exit_code == 0 and "passphrase changed" in result.output, result.output
     result = runner.invoke(cli, ["passphrase", "--db", f"sqlite:///{path}"])  # the old one is gone now
     assert result.exit_code == 1 and "does not unlock" in result.output
+
+
+def test_snapshots_are_sealed_too_and_a_new_device_bootstraps_from_one(devices: Devices) -> None:
+    from datetime import timedelta
+
+    from storex_sync_firestore.compaction import compact
+    from storex_sync_firestore.snapshot import write_snapshot
+
+    a, b = devices.new("a"), devices.new("b")
+    write_secrets(a)
+    sync_all([a, b])
+    written = write_snapshot(a.db, devices.log)
+    b.sync()
+    assert compact(b.db, devices.log, older_than=timedelta(0)).batches_deleted > 0
+    c = devices.new("c")
+    assert c.sync().received == written.entries  # from the snapshot: the batches are gone
+    assert sorted(c.rows("notes")) == sorted(SECRET_ROWS)
+    docs = devices.documents()
+    snapshot_docs = [(p, f) for p, f in docs if "/snapshots/" in p]
+    assert any("/chunks/" in p for p, _ in snapshot_docs) and len(snapshot_docs) >= 2
+    for _, fields in snapshot_docs:
+        assert fields["enc"] == "xchacha20poly1305" and isinstance(fields["p"], bytes)
+    dump = repr(docs).encode()
+    for secret in [
+        "notes",
+        "title",
+        "body",
+        "plaintext-key",
+        "milk and eggs",
+        "the secret body",
+        "private-tag",
+    ]:
+        assert secret.encode() not in dump, f"{secret!r} is readable in Firestore"

@@ -203,3 +203,60 @@ def test_the_demo_runs_through_postgresql(log_url: str) -> None:
     proc = cli("demo", "--log", without_password, "--user", "bob", env={"PGPASSWORD": PASSWORDS["bob"]})
     assert "converged: both devices hold the same notes" in proc.stdout
     assert "Firestore" not in proc.stdout
+
+
+def test_a_forged_row_in_the_server_is_set_aside_and_the_rest_syncs(log_url: str, tmp_path: Path) -> None:
+    """Someone with write access to the tables (a superuser, a restored dump) stores rows that are not
+    batches, or batches whose fields do not decode: the readers set them aside and go on."""
+    from storex_sync_firestore import do_sync
+
+    log = open_shared_log(as_role(log_url, "alice"))
+    db_a, db_b = (make_device(tmp_path / f"{n}.db", log, "alice") for n in "ab")
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        conn.execute("INSERT INTO notes VALUES ('before', 'x')")
+    conn.close()
+    do_sync(db_a, log)
+    admin = log_url.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        (last,) = conn.execute(
+            "SELECT last_seq FROM storex_sync.heads WHERE user_id = 'alice'"
+        ).fetchone() or (0,)
+        for i, fields in enumerate(
+            ['{"p": {"$b": "not hex"}, "v": 2}', '{"v": [1, {"$m": 5}], "count": -3}']
+        ):
+            conn.execute(
+                "INSERT INTO storex_sync.batches (user_id, seq, batch_id, entries, fields) "
+                "VALUES ('alice', %s, %s, 1, %s::jsonb)",
+                [last + 1 + i, f"forged-{i}", fields],
+            )
+        conn.execute("UPDATE storex_sync.heads SET last_seq = %s WHERE user_id = 'alice'", [last + 2])
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        conn.execute("INSERT INTO notes VALUES ('after', 'y')")
+    conn.close()
+    do_sync(db_a, log)
+    summary = do_sync(db_b, log)
+    assert summary.set_aside == 2
+    with sqlite3.connect(tmp_path / "b.db") as conn:
+        assert sorted(conn.execute("SELECT id FROM notes")) == [("after",), ("before",)]
+    conn.close()
+    log.close()  # type: ignore[attr-defined]
+
+
+def test_the_listener_reconnects_after_losing_its_connection(log_url: str) -> None:
+    log = open_shared_log(as_role(log_url, "alice"))
+    a = log.create_device_id(user_id="alice")
+    rang = threading.Semaphore(0)
+    unsubscribe = log.subscribe(user_id="alice", device_id="listener", callback=rang.release)  # type: ignore[attr-defined]
+    try:
+        assert rang.acquire(timeout=5)
+        with psycopg.connect(log_url.replace("+psycopg", ""), autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%'"
+            ).fetchall()
+        assert killed, "the listener's connection was found"
+        assert rang.acquire(timeout=10), "it reconnected, and rang for what it may have missed"
+        write(log, make_batch(a, 1, 1, user_id="alice"), user_id="alice")
+        assert rang.acquire(timeout=5), "and hears writes again"
+    finally:
+        unsubscribe()
+        log.close()  # type: ignore[attr-defined]

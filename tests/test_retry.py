@@ -124,3 +124,15 @@ def test_a_reconcile_pass_raced_every_time_ends_in_a_clear_error_and_loses_nothi
     monkeypatch.undo()
     b.sync()
     assert assert_converged([a, b])["notes"] == [("n1", "from a", None, 1)]
+
+
+def test_the_folder_log_names_its_transient_errors(tmp_path: Any) -> None:
+    import errno
+
+    from storex_sync_firestore.shared_log.filesystem import FilesystemSharedLog
+
+    log = FilesystemSharedLog(tmp_path)
+    assert classify(OSError(errno.ESTALE, "stale file handle"), log)
+    assert classify(OSError(errno.EHOSTDOWN, "host is down"), log)
+    assert not classify(PermissionError(errno.EACCES, "permission denied"), log)
+    assert not classify(OSError(errno.ENOSPC, "no space left"), log)

@@ -70,3 +70,46 @@ def test_snapshot_of_an_empty_state(make_devices: DeviceFactory, memory_log: Any
     assert written.entries == 0 and written.chunks == 0
     (b,) = make_devices(1)
     assert b.sync().received == 0
+
+
+def test_sync_writes_a_snapshot_past_the_threshold_and_not_when_switched_off(
+    make_devices: DeviceFactory, memory_log: Any
+) -> None:
+    a, b = make_devices(2)
+    for i in range(6):
+        a.sql("INSERT INTO notes VALUES (?, 't', NULL, ?)", f"n{i}", i)
+    a.sync(snapshot_after=None)
+    assert memory_log.list_snapshots(user_id="alice") == []
+    b.sync(snapshot_after=100)
+    assert memory_log.list_snapshots(user_id="alice") == [], "6 entries are below the threshold"
+    a.sql("UPDATE notes SET title = 'u'")
+    a.sync(snapshot_after=10)  # 6 shared before + 6 now
+    (snap,) = memory_log.list_snapshots(user_id="alice")
+    a.sync(snapshot_after=10)
+    assert len(memory_log.list_snapshots(user_id="alice")) == 1, "the count starts again"
+    assert snap.batch_id.startswith(a.device_id)
+
+
+def test_status_shows_the_log_size_the_snapshot_and_each_devices_lag(
+    make_devices: DeviceFactory, memory_log: Any
+) -> None:
+    from datetime import timedelta
+
+    from storex_sync_firestore.compaction import compact
+    from storex_sync_firestore.log_status import log_status
+
+    a, b = make_devices(2)
+    history(a, b)
+    write_snapshot(a.db, memory_log)
+    b.sync()
+    compact(a.db, memory_log, older_than=timedelta(0))
+    a.sql("INSERT INTO notes VALUES ('late', 't', NULL, 1)")
+    a.sync()
+    info = log_status(b.db, memory_log)
+    assert info["batches"] == 1 and info["entries"] == 1
+    assert info["documents"] == 1 + 1 + 1 + 2  # the batch, the manifest, its chunk, two devices
+    snap = info["snapshot"]
+    assert snap["entries"] > 0 and set(snap["frontier"]) == {a.device_id, b.device_id} and snap["age_s"] >= 0
+    lag = {d["device_id"]: d["lag_entries"] for d in info["devices"]}
+    assert lag == {a.device_id: 0, b.device_id: 1}
+    assert all(d["last_seen"] for d in info["devices"])

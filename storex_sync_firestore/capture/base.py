@@ -362,6 +362,10 @@ class CaptureDialect(ABC):
         Raise ``ValueError`` when the column cannot hold the value: the entry is set aside, never altered.
         """
 
+    def check_storage(self) -> None:  # noqa: B027 - optional hook: a server guards its own storage
+        """Raise ``DamagedDatabaseError`` if the database reports its storage damaged (default: nothing
+        to check). Sync asks before it writes, so that it never writes to a damaged file."""
+
     def check_constraints_immediately(self, conn: Connection) -> None:  # noqa: B027 - optional hook
         """Make deferred constraints checked at each statement for the rest of the transaction, so that a
         row the schema refuses is refused while it can still be set aside (default: nothing to do)."""
@@ -385,17 +389,47 @@ class CaptureDialect(ABC):
         """
 
     def upsert_sql(self, table: TableInfo, columns: Sequence[str]) -> str:
-        """``INSERT ... ON CONFLICT (pk) DO UPDATE`` with named parameters (both dialects accept it)."""
-        cols = [*table.pk, *columns]
-        names = ", ".join(quote(c) for c in cols)
-        params = ", ".join(f":p{i}" for i in range(len(cols)))
-        conflict = ", ".join(quote(c) for c in table.pk)
+        """:meth:`upsert` with named parameters ``:p0, :p1, ...`` (key columns first)."""
+        return self.upsert(table, columns, [f":p{i}" for i in range(len(table.pk) + len(columns))])
+
+    # ---- SQL fragments that differ between databases (the defaults are what SQLite and PostgreSQL
+    # both accept); the rest of the package writes no such SQL itself. Class methods, so that code
+    # holding only a connection can ask :func:`~storex_sync_firestore.capture.dialect_of` for them. ----
+
+    @classmethod
+    def quote(cls, identifier: str) -> str:
+        """An SQL identifier, quoted."""
+        return quote(identifier)
+
+    @classmethod
+    def upsert(cls, table: TableInfo, columns: Sequence[str], marks: Sequence[str]) -> str:
+        """Insert a row, or update ``columns`` of the row with its key (``marks``: the placeholders of
+        the key columns, then of ``columns``): ``INSERT ... ON CONFLICT (pk) DO UPDATE``."""
+        names = ", ".join(cls.quote(c) for c in (*table.pk, *columns))
+        conflict = ", ".join(cls.quote(c) for c in table.pk)
         if columns:
-            updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns)
+            updates = ", ".join(f"{cls.quote(c)} = excluded.{cls.quote(c)}" for c in columns)
             action = f"DO UPDATE SET {updates}"
         else:
             action = "DO NOTHING"
-        return f"INSERT INTO {table.sql_name} ({names}) VALUES ({params}) ON CONFLICT ({conflict}) {action}"
+        return (
+            f"INSERT INTO {table.sql_name} ({names}) VALUES ({', '.join(marks)}) "
+            f"ON CONFLICT ({conflict}) {action}"
+        )
+
+    @classmethod
+    def insert_or_ignore(cls, table: str, columns: Sequence[str], marks: Sequence[str]) -> str:
+        """Insert a row unless it breaks a unique key (then do nothing): ``ON CONFLICT DO NOTHING``.
+        ``table`` is an SQL name as written (a sync table's)."""
+        names = ", ".join(columns)
+        return f"INSERT INTO {table} ({names}) VALUES ({', '.join(marks)}) ON CONFLICT DO NOTHING"
+
+    @classmethod
+    def in_values(cls, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+        """A condition true for the rows whose ``columns`` equal one of ``rows`` (each a list of
+        placeholders): ``(a, b) IN (VALUES (:a0, :b0), ...)``."""
+        values = ", ".join("(" + ", ".join(row) + ")" for row in rows)
+        return f"({', '.join(columns)}) IN (VALUES {values})"
 
 
 @contextmanager

@@ -31,10 +31,11 @@ from typing import Any, Literal
 import orjson
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from ..clock import wall_clock_ms
 from ..codec import JsonText, TimeText, decode_value, dumps
-from ..errors import UnsuitableTableError
+from ..errors import DamagedDatabaseError, UnsuitableTableError
 from ..models import Json
 from ..quarantine import quarantine_captured
 from .base import (
@@ -465,6 +466,23 @@ class SQLiteCapture(CaptureDialect):
                 conn.exec_driver_sql("ROLLBACK")
                 raise
             conn.exec_driver_sql("COMMIT")
+
+    def check_storage(self) -> None:
+        """``PRAGMA quick_check``; a file that is not a database, or is malformed, is damaged too."""
+        where = self.engine.url.database or "the database"
+        try:
+            with self.engine.connect() as conn:
+                problems = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check(5)")]
+        except DBAPIError as exc:
+            if "file is not a database" not in str(exc) and "malformed" not in str(exc):
+                raise
+            problems = [str(exc.orig)]
+        if problems != ["ok"]:
+            raise DamagedDatabaseError(
+                f"{where} is damaged or not a SQLite database: {'; '.join(problems)}",
+                hint=f"sync wrote nothing to it; restore it from a backup, or rescue what is readable with "
+                f"sqlite3 {where} .recover | sqlite3 repaired.db",
+            )
 
     def to_db(self, column: ColumnInfo, value: Any) -> Any:
         """Decoded wire values are bound as they are; the column's affinity then does what it does for

@@ -31,6 +31,7 @@ removes the file, so a reader tells a deleted batch from one not listed yet.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -48,6 +49,12 @@ from ..errors import ConfigurationError, UnknownDeviceError
 from ..models import DeviceInfo, StoredBatch, UnsyncedUpdate, WriteResult
 from .base import SharedSyncLog, entry_count
 from .format import F_PAYLOAD, from_header_json, header_json, legacy_id
+
+_TRANSIENT_ERRNOS = frozenset(
+    {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.ENOTCONN}
+    | {errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH}
+)
+"""OS errors of a folder on a network share that is away for a while (EIO: an NFS mount's time-out)."""
 
 _BATCH = re.compile(r"^(\d{12})_(.+)\.(batch|json)$")
 
@@ -143,6 +150,11 @@ class FilesystemSharedLog(SharedSyncLog):
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Which of this backend's errors are transient (the optional protocol part): a network share
+        that is unreachable, stale or busy may come back; a missing permission or a full disk does not."""
+        return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
 
     def __repr__(self) -> str:
         return f"FilesystemSharedLog({str(self.folder)!r})"

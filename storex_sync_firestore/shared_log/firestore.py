@@ -10,7 +10,10 @@ Cost, in billed document operations (counted in ``stats`` and in the returned va
 * ``write_batches``: one write per batch document (thousands of small entries per document);
 * ``get_unsynced_batches``: the device document, plus one per batch document returned (an empty query is
   billed as one read);
-* ``mark_as_seen``: one write, and none when the marker did not move.
+* ``mark_as_seen``: one write, and none when the marker did not move;
+* ``touch_device``: one write; ``list_devices``, ``list_snapshots``, ``list_batches``: one read per
+  document (at least one); ``get_snapshot_chunks``: one per chunk; ``delete_batches``: one read and one
+  write per batch still there; ``delete_snapshot``: one read, and one read and one write per document.
 """
 
 from __future__ import annotations
@@ -302,7 +305,7 @@ class FirestoreSharedLog(SharedSyncLog):
         return WriteResult(1)
 
     def list_devices(self, *, user_id: str) -> Sequence[DeviceInfo]:
-        collection = self.client.collection(*layout.device_path(self.root, user_id, "x")[:-1])
+        collection = self.client.collection(*layout.devices_path(self.root, user_id))
         docs = self._call(
             f"listing the devices of user {user_id!r}", lambda: list(collection.stream(**self._rpc()))
         )

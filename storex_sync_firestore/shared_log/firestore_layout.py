@@ -85,6 +85,11 @@ def device_path(root: str, user_id: str, device_id: str) -> tuple[str, ...]:
     return (root, validate_id("user id", user_id), DEVICES, validate_id("device id", device_id))
 
 
+def devices_path(root: str, user_id: str) -> tuple[str, ...]:
+    """Path segments of a user's devices collection."""
+    return (root, validate_id("user id", user_id), DEVICES)
+
+
 def key_path(root: str, user_id: str) -> tuple[str, ...]:
     """Path segments of the document holding an encrypted log's wrapped data key."""
     return (root, validate_id("user id", user_id), KEYS, DATA_KEY)

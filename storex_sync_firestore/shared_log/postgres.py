@@ -202,8 +202,9 @@ def _first_line(exc: BaseException) -> str:
 class PostgresSharedLog:
     """Shared log in a PostgreSQL database; see the module docstring for layout and confinement.
 
-    ``conninfo`` is a libpq URL or keyword string. ``schema``: where the tables are. ``retry``: the
-    policy for each call (None: one attempt). ``page_docs``: most batches read per call (bounds memory).
+    ``conninfo`` is a libpq URL (``postgresql://ROLE[:PASSWORD]@HOST[:PORT]/DB[?libpq options]``).
+    ``schema``: where the tables are. ``retry``: the policy for each call (None: one attempt).
+    ``page_docs``: most batches read per call (bounds memory).
     ``setup``: create the tables when they are missing (needs the right to create a schema).
     """
 
