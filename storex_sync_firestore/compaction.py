@@ -68,10 +68,10 @@ def active_devices(devices: Sequence[DeviceInfo], now: datetime, retention: time
 
 
 def _needed_by(device: DeviceInfo, origin: str, last: int, shared_on: datetime | None) -> bool:
-    if not device.frontier:
-        return False  # has stored nothing: it will bootstrap from the snapshot
     if device.shared_until is not None and shared_on is not None and shared_on <= device.shared_until:
-        return False
+        return False  # it skips that part of the history on purpose
+    if not device.frontier and device.shared_until is None:
+        return False  # has stored nothing: it will bootstrap from the snapshot
     return device.frontier.get(origin, 0) < last
 
 

@@ -121,11 +121,12 @@ def _needs_bootstrap(
     """Should a device with frontier ``mine`` load a snapshot with frontier ``theirs``? (answer, reads)"""
     if covers(mine, theirs):
         return False, 0
-    if not mine:  # new: unless it skips history on purpose (shared_until), start from the snapshot
-        info = shared_log.get_device_info(user_id=user_id, device_id=device_id)
-        return info is not None and info.shared_until is None, 1
-    # Behind the snapshot: only a compaction past this frontier makes the log unable to catch it up.
     devices = shared_log.list_devices(user_id=user_id)
+    me = next((d for d in devices if d.device_id == device_id), None)
+    if not mine and me is not None and me.shared_until is None:
+        return True, max(1, len(devices))  # new: start from the snapshot rather than the history
+    # Behind the snapshot (or skipping history on purpose, with shared_until): only a compaction past
+    # this frontier makes the log unable to catch it up.
     compacted: dict[str, int] = {}
     for d in devices:
         for origin, hlc in d.compacted.items():

@@ -196,3 +196,39 @@ def test_a_crash_during_bootstrap_loses_nothing(
     sync_all([c, a, b])
     state = assert_converged([a, b, c])
     assert ("c1", "c", None, 1) in state["notes"] and len(state["notes"]) == 5
+
+
+def test_a_device_registered_with_shared_until_keeps_working_and_holds_back_what_it_has_not_read(
+    tmp_path: Any, memory_log: Any
+) -> None:
+    import sqlite3
+
+    from storex_sync_firestore import SyncedDatabase, do_sync, register_device
+
+    from .conftest import NOTES_SCHEMA, SYNCED, Device
+
+    a = Device(tmp_path / "a.db", memory_log, "alice", NOTES_SCHEMA, SYNCED)
+    a.sql("INSERT INTO notes VALUES ('old', 'before the copy', NULL, 1)")
+    a.sync()
+    # c starts from a copy of a's data: it skips the history shared until now
+    sqlite3.connect(tmp_path / "c.db").executescript(
+        NOTES_SCHEMA + "INSERT INTO notes VALUES ('old', 'before the copy', NULL, 1);"
+    )
+    c_db = SyncedDatabase(f"sqlite:///{tmp_path / 'c.db'}")
+    c_db.enable_sync(SYNCED)
+    register_device(c_db, memory_log, user_id="alice", shared_until=NOW())
+    a.sql("INSERT INTO notes VALUES ('new', 'after the copy', NULL, 2)")
+    a.sync()
+    write_snapshot(a.db, memory_log)
+    compact(a.db, memory_log, older_than=timedelta(0))
+    assert len(memory_log.list_batches(user_id="alice")) == 1, "c has not read a's second batch yet"
+    # c may load the snapshot (a compaction passed batches it skipped on purpose): merging it is harmless
+    do_sync(c_db, memory_log)
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM notes ORDER BY id")] == ["new", "old"]
+    a.sync()
+    write_snapshot(a.db, memory_log)
+    compact(a.db, memory_log, older_than=timedelta(0))
+    assert memory_log.list_batches(user_id="alice") == []
+    a.app.close()
+    c_db.engine.dispose()
