@@ -67,7 +67,7 @@ def test_a_batch_whose_shared_on_is_no_timestamp_is_read_by_no_device(
         {"markerTs": datetime(2117, 3, 26, tzinfo=UTC)},  # a time no batch has yet: b would read nothing
         {"markerSeen": [{"t": datetime(2117, 3, 26, tzinfo=UTC), "id": "b"}]},
         {"markerId": 5},
-        {"markerId": "x" * 1_400},
+        {"markerId": "x" * 1_600},
         {"markerSeen": [{"t": T}]},
         {"markerSeen": [{"id": "b"}]},
         {"markerSeen": ["junk", None]},
@@ -176,3 +176,24 @@ def test_batches_dated_in_the_future_neither_hold_nor_move_the_marker(
     a.sync()
     b.sync()
     assert keys(b) == ["later", "now"]
+
+
+def test_a_newcomer_reads_past_batches_with_long_ids_at_the_end_of_a_page(
+    make_devices: DeviceFactory, firestore_client: Any
+) -> None:
+    """The settled position may land on a document whose id is longer than the seen tail keeps: it
+    keeps the real id (a cursor needs it), or the device read the same page again, forever."""
+    log = FirestoreSharedLog(firestore_client, settle_time=timedelta(0), page_docs=3)
+    (a,) = make_devices(1, log=log)
+    note(a, "before")
+    a.sync()
+    batches = firestore_client.collection(*layout.batches_path(log.root, "alice"))
+    for i in range(5):
+        batches.document(f"{i}" + "x" * 1_399).create(
+            {"deviceId": a.device_id, "sharedOn": firestore.SERVER_TIMESTAMP}
+        )
+    (c,) = make_devices(1, log=log)
+    assert c.sync().set_aside == 5
+    note(a, "after")
+    a.sync()
+    assert c.sync().received == 1 and keys(c) == ["after", "before"]

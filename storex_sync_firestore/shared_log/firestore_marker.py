@@ -97,7 +97,7 @@ class Marker:
             if not isinstance(start, datetime) or (now is not None and start > now):
                 return cls(), True
             return cls(Position(start)), True
-        elif doc_id is None or _valid_id(doc_id):
+        elif doc_id is None or (isinstance(doc_id, str) and len(doc_id.encode()) <= MAX_DOC_ID_BYTES):
             pos = Position(ts, doc_id)
         else:
             pos, repaired = Position(ts, FROM_START_OF_TIME), True
@@ -120,6 +120,8 @@ FROM_START_OF_TIME = ""
 """A settled id before every id at its time: the whole time is read again (a broken id's repair)."""
 MAX_SEEN = 2_000
 """Most seen batches a marker keeps: at ~200 bytes each, a device document stays far below 1 MiB."""
+MAX_DOC_ID_BYTES = 1_500
+"""Firestore's limit for a document id: the settled position keeps the real id (a cursor needs it)."""
 MAX_SEEN_ID_BYTES = fmt.MAX_DEVICE_ID_BYTES + 34
 """The longest id a batch of this package has (``device-firstHlc-digest``); longer ones are kept digested."""
 
