@@ -21,7 +21,7 @@ compacting at once compute the same batches and delete each idempotently.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -30,7 +30,7 @@ from .errors import ConfigurationError
 from .models import DeviceInfo, StoredBatch
 from .shared_log import format as fmt
 from .shared_log.base import SharedSyncLog
-from .snapshot import latest, verifier_for
+from .snapshot import batch_range, latest, verifier_for
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,6 @@ class Compacted:
     snapshots_deleted: int = 0
     batches_kept: int = 0
     inactive_devices: list[str] = field(default_factory=list)
-
-
-def batch_range(batch: StoredBatch) -> tuple[str, int] | None:
-    """(claimed device, last clock) of a batch document, or None if its header is unreadable."""
-    fields = batch.fields if isinstance(batch.fields, Mapping) else {}
-    device, last = fields.get(fmt.F_DEVICE_ID), fields.get(fmt.F_LAST_HLC)
-    if type(last) is not int:
-        clocks = fields.get(fmt.F_HLCS)
-        last = clocks[-1] if isinstance(clocks, list) and clocks and type(clocks[-1]) is int else None
-    return (device, last) if isinstance(device, str) and type(last) is int else None
 
 
 def active_devices(devices: Sequence[DeviceInfo], now: datetime, retention: timedelta) -> list[DeviceInfo]:

@@ -36,7 +36,7 @@ from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import dumps, entry_payload
 from .database import SyncedDatabase
 from .errors import ConfigurationError, InvalidEntryError
-from .models import LogEntry, StoredBatch
+from .models import LogEntry, StoredBatch, SyncSummary
 from .reconcile import retained_keys
 from .shared_log import format as fmt
 from .shared_log import snapshot_format as sf
@@ -77,14 +77,21 @@ def covers(clocks: Mapping[str, int], other: Mapping[str, int]) -> bool:
     return all(clocks.get(d, 0) >= h for d, h in other.items())
 
 
-def covered(batch: StoredBatch, clocks: Mapping[str, int]) -> bool:
-    """Is this batch wholly inside a snapshot this device loaded (so its entries are here already)?"""
+def batch_range(batch: StoredBatch) -> tuple[str, int] | None:
+    """(claimed device, last clock) of a batch document, or None if its header does not say (untrusted:
+    used only to skip or delete what a verified snapshot covers)."""
     fields = batch.fields if isinstance(batch.fields, Mapping) else {}
     device, last = fields.get(fmt.F_DEVICE_ID), fields.get(fmt.F_LAST_HLC)
-    if not isinstance(device, str) or type(last) is not int:
-        h = fields.get(fmt.F_HLCS)  # v1: its clocks
-        last = h[-1] if isinstance(h, list) and h and type(h[-1]) is int else None
-    return isinstance(device, str) and device in clocks and type(last) is int and 0 < last <= clocks[device]
+    if type(last) is not int:
+        clocks = fields.get(fmt.F_HLCS)  # v1: its clocks
+        last = clocks[-1] if isinstance(clocks, list) and clocks and type(clocks[-1]) is int else None
+    return (device, last) if isinstance(device, str) and type(last) is int and last > 0 else None
+
+
+def covered(batch: StoredBatch, clocks: Mapping[str, int]) -> bool:
+    """Is this batch wholly inside a snapshot this device loaded (so its entries are here already)?"""
+    span = batch_range(batch)
+    return span is not None and span[0] in clocks and span[1] <= clocks[span[0]]
 
 
 # ---- the latest snapshot ----------------------------------------------------------------------------------
@@ -189,7 +196,7 @@ def bootstrap_if_needed(
     return done
 
 
-def due(db: SyncedDatabase, summary: Any, snapshot_after: int | None) -> bool:
+def due(db: SyncedDatabase, summary: SyncSummary, snapshot_after: int | None) -> bool:
     """Count this sync's traffic since the latest snapshot; is it time for a new one?"""
     if not summary.finished:
         return False

@@ -28,10 +28,15 @@ def noise_lines(start: int, count: int, size: int) -> list[fmt.Line]:
     return [fmt.Line(start + i, base64.b64encode(rng.randbytes(size))[:size].decode()) for i in range(count)]
 
 
+def fitting(lines: list[fmt.Line], signer: Signer, budget: int) -> tuple[str, dict[str, Any]] | None:
+    """``_fitting`` over ``lines``, given as the planner gives them: payload lines and their clocks."""
+    return _fitting([f"{x.hlc}\t{x.text}\n" for x in lines], [x.hlc for x in lines], signer, budget)
+
+
 def test_documents_are_cut_to_fit_one_mib_even_when_the_data_does_not_compress() -> None:
     signer = Signer("u", DEV, DeviceKey.generate())
     lines = noise_lines(1, 30, 100_000)  # 3 MB that zstd cannot shrink
-    fitted = _fitting(lines, signer, layout.MAX_BATCH_BYTES)
+    fitted = fitting(lines, signer, layout.MAX_BATCH_BYTES)
     assert fitted is not None
     batch_id, fields = fitted
     assert 5 <= fields["count"] < 30 and len(fields["p"]) <= layout.MAX_BATCH_BYTES
@@ -73,7 +78,7 @@ def test_largest_documents_are_accepted_by_the_emulator(firestore_client: Any) -
     signer = Signer(user, a, DeviceKey.generate())
     batches = []
     for start in (1, 1_000, 2_000):  # three full documents: one commit of about 3 MiB
-        fitted = _fitting(noise_lines(start, 12, 100_000), signer, layout.MAX_BATCH_BYTES)
+        fitted = fitting(noise_lines(start, 12, 100_000), signer, layout.MAX_BATCH_BYTES)
         assert fitted is not None and len(fitted[1]["p"]) > layout.MAX_BATCH_BYTES * 0.8
         batches.append(StoredBatch(*fitted))
     assert log.write_batches(batches, user_id=user, device_id=a).documents_written == 3
