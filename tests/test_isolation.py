@@ -17,6 +17,11 @@ import pytest
 from storex_sync_firestore import HybridLogicalClock, MemorySharedLog
 from storex_sync_firestore.models import Operation, Reconciliation
 from storex_sync_firestore.reconcile import LastWriteWins, ObjectHistory
+from storex_sync_firestore.testing.postgres import (  # noqa: F401
+    postgres_server_fixture,
+    postgres_url_fixture,
+    postgres_urls_fixture,
+)
 
 from .conftest import Device, DeviceFactory
 from .forge import Writer
@@ -156,3 +161,35 @@ def test_a_database_error_is_not_blamed_on_an_object(
     mocker.stopall()
     b.sync()
     assert b.rows("notes") == [("n", "from a", None, 1)]
+
+
+def test_on_postgresql_a_failed_statement_sets_only_its_object_aside(postgres_urls: Any, mocker: Any) -> None:
+    """A statement that fails aborts a PostgreSQL transaction: the pass must roll back to a savepoint
+    and go on object by object, not fail every statement after it."""
+    from storex_sync_firestore import constraints
+
+    from .pg_devices import PgDevice
+
+    log = MemorySharedLog()
+    schema = "CREATE TABLE notes (id text PRIMARY KEY, title text);"
+    a, b = (PgDevice(postgres_urls(), log, schema, ["notes"]) for _ in range(2))
+    try:
+        for key in ("before", "bad", "after"):
+            a.sql("INSERT INTO notes VALUES (:k, 'from a')", {"k": key})
+        a.sync()
+        real = constraints.apply_operations
+
+        def apply(conn: Any, dialect: Any, tables: Any, operations: Sequence[Operation]) -> Any:
+            if any(op.pk == ("bad",) for op in operations):
+                conn.exec_driver_sql("SELECT 1 / 0")  # a DataError: the transaction is aborted
+            return real(conn, dialect, tables, operations)
+
+        mocker.patch.object(constraints, "apply_operations", side_effect=apply)
+        summary = b.sync(reconciliation_processor=list)  # the per-object path (sets take the rest)
+        assert b.query("SELECT id FROM notes ORDER BY id") == [("after",), ("before",)]
+        assert summary.set_aside == 1
+        [(reason,)] = b.query("SELECT reason FROM _sync_quarantine")
+        assert reason.startswith("reconciling it failed: DataError")
+    finally:
+        a.close()
+        b.close()
