@@ -113,3 +113,14 @@ def test_status_shows_the_log_size_the_snapshot_and_each_devices_lag(
     lag = {d["device_id"]: d["lag_entries"] for d in info["devices"]}
     assert lag == {a.device_id: 0, b.device_id: 1}
     assert all(d["last_seen"] for d in info["devices"])
+
+
+def test_a_device_that_bootstraps_does_not_write_the_same_snapshot_again(
+    make_devices: DeviceFactory, memory_log: Any
+) -> None:
+    a, b = make_devices(2)
+    history(a, b)
+    write_snapshot(a.db, memory_log)
+    (c,) = make_devices(1)
+    assert c.sync(snapshot_after=3).received > 3
+    assert len(memory_log.list_snapshots(user_id="alice")) == 1
