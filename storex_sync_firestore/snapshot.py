@@ -35,7 +35,7 @@ from .capture.base import LOG_TABLE
 from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import dumps, entry_payload
 from .database import SyncedDatabase
-from .errors import ConfigurationError, InvalidEntryError
+from .errors import ConfigurationError, InvalidEntryError, TransientSharedLogError
 from .models import LogEntry, StoredBatch, SyncSummary
 from .reconcile import retained_keys
 from .shared_log import format as fmt
@@ -161,10 +161,16 @@ def bootstrap_if_needed(
         seen = db.get_state(conn, "latest_snapshot") or {}
     if seen.get("id") == newest.batch_id and covers(mine, seen.get("frontier", {})):
         return done  # checked before (a manifest never changes) and caught up: no more reads
-    try:
-        manifest = verifier.manifest(newest)
-    except InvalidEntryError as exc:
-        log.warning("snapshot %s cannot be used: %s", newest.batch_id, exc)
+    # The latest snapshot that verifies (one written past the rules is skipped by every device alike).
+    for candidate in sorted(manifests, key=lambda m: (_clock_of(m), m.batch_id), reverse=True):
+        try:
+            manifest = verifier.manifest(candidate)
+        except InvalidEntryError as exc:
+            log.warning("snapshot %s cannot be used: %s", candidate.batch_id, exc)
+            continue
+        newest = candidate
+        break
+    else:
         return done
     wanted, read = _needs_bootstrap(
         shared_log, mine, manifest.frontier, user_id=verifier.user_id, device_id=verifier.device_id
@@ -178,6 +184,11 @@ def bootstrap_if_needed(
         return done
     chunks = shared_log.get_snapshot_chunks(newest.batch_id, user_id=verifier.user_id)
     done.documents_read += max(1, len(chunks))
+    if len(chunks) < len(manifest.digests):  # deleted while we read it (a newer one is complete)
+        raise TransientSharedLogError(
+            f"snapshot {newest.batch_id} was deleted while this device was loading it: nothing was stored",
+            hint="sync again: the next sync loads the newer snapshot",
+        )
     try:
         entries, set_aside = verifier.snapshot(manifest, chunks, newest.shared_on)
     except InvalidEntryError as exc:

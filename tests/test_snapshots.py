@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from storex_sync_firestore.shared_log.base import SharedSyncLog
 from storex_sync_firestore.snapshot import write_snapshot
 
@@ -152,5 +154,52 @@ def test_concurrent_snapshot_writers_are_harmless(
     manifests = backend_log.list_snapshots(user_id="alice")
     assert len(manifests) == 2 and latest(manifests) == latest(list(reversed(manifests)))
     (c,) = make_devices(1, log=backend_log)
+    sync_all([c, a, b])
+    assert_converged([a, b, c])
+
+
+def test_a_forged_newer_manifest_is_skipped_for_the_latest_that_verifies(
+    make_devices: DeviceFactory, memory_log: Any
+) -> None:
+    from storex_sync_firestore.models import StoredBatch
+    from storex_sync_firestore.shared_log import snapshot_format as sf
+    from storex_sync_firestore.signing import DeviceKey
+
+    a, b = make_devices(2)
+    history(a, b)
+    written = write_snapshot(a.db, memory_log)
+    sid, fields = sf.encode_manifest(
+        hlc=2**62, count=0, frontier={a.device_id: 2**62}, digests=[], user_id="alice",
+        device_id=a.device_id, key=DeviceKey.generate(),
+    )  # fmt: skip
+    memory_log.write_snapshot_manifest(StoredBatch(sid, fields), user_id="alice", device_id=a.device_id)
+    (c,) = make_devices(1)
+    assert c.sync().received == written.entries
+    sync_all([a, b, c])
+    assert_converged([a, b, c])
+
+
+def test_a_snapshot_deleted_while_it_loads_stores_nothing_and_the_next_sync_uses_the_newer_one(
+    make_devices: DeviceFactory, memory_log: Any, mocker: Any
+) -> None:
+    from storex_sync_firestore.errors import TransientSharedLogError
+
+    a, b = make_devices(2)
+    history(a, b)
+    first = write_snapshot(a.db, memory_log)
+    (c,) = make_devices(1)
+    real = memory_log.get_snapshot_chunks
+
+    def deleted_meanwhile(snapshot_id: str, **kw: Any) -> Any:
+        write_snapshot(a.db, memory_log)
+        memory_log.delete_snapshot(snapshot_id, **kw)
+        return real(snapshot_id, **kw)
+
+    mocker.patch.object(memory_log, "get_snapshot_chunks", side_effect=deleted_meanwhile)
+    with pytest.raises(TransientSharedLogError, match="deleted while"):
+        c.sync()
+    mocker.stopall()
+    assert c.query("SELECT count(*) FROM _sync_log WHERE device_id <> ?", c.device_id) == [(0,)]
+    assert first.entries > 0
     sync_all([c, a, b])
     assert_converged([a, b, c])
