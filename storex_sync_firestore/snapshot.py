@@ -170,9 +170,11 @@ def bootstrap_if_needed(
         shared_log, mine, manifest.frontier, user_id=verifier.user_id, device_id=verifier.device_id
     )
     done.documents_read += read
-    if not wanted:
-        with db.transaction() as conn:
+    if seen.get("id") != newest.batch_id:
+        with db.transaction() as conn:  # a newer snapshot: count the traffic since it from here
             db.set_state(conn, "latest_snapshot", {"id": newest.batch_id, "frontier": manifest.frontier})
+            db.set_state(conn, "since_snapshot", 0)
+    if not wanted:
         return done
     chunks = shared_log.get_snapshot_chunks(newest.batch_id, user_id=verifier.user_id)
     done.documents_read += max(1, len(chunks))
@@ -196,12 +198,13 @@ def bootstrap_if_needed(
     return done
 
 
-def due(db: SyncedDatabase, summary: SyncSummary, snapshot_after: int | None) -> bool:
-    """Count this sync's traffic since the latest snapshot; is it time for a new one?"""
+def due(db: SyncedDatabase, summary: SyncSummary, traffic: int, snapshot_after: int | None) -> bool:
+    """Add this sync's ``traffic`` (entries received and shared) to the count since the latest
+    snapshot; is it time for a new one? Only after a sync that finished."""
     if not summary.finished:
         return False
     with db.transaction() as conn:
-        since = int(db.get_state(conn, "since_snapshot") or 0) + summary.received + summary.sent
+        since = int(db.get_state(conn, "since_snapshot") or 0) + traffic
         db.set_state(conn, "since_snapshot", since)
     return snapshot_after is not None and since >= snapshot_after
 

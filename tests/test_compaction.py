@@ -138,57 +138,90 @@ class CrashError(Exception):
     pass
 
 
+@pytest.fixture(params=["memory", "firestore"])
+def crash_log(request: pytest.FixtureRequest) -> SharedSyncLog:
+    """The logs the crash tests run on: memory, and the emulator."""
+    if request.param == "memory":
+        from storex_sync_firestore import MemorySharedLog
+
+        return MemorySharedLog()
+    from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
+
+    return FirestoreSharedLog(request.getfixturevalue("firestore_client"), retry=None)
+
+
 @pytest.mark.parametrize("step", ["write_snapshot_manifest", "write_snapshot_chunks"])
 def test_a_crash_while_writing_a_snapshot_leaves_no_snapshot_and_the_next_one_cleans_up(
-    make_devices: DeviceFactory, memory_log: Any, mocker: MockerFixture, step: str
+    make_devices: DeviceFactory, crash_log: Any, mocker: MockerFixture, step: str
 ) -> None:
-    a, b = make_devices(2)
+    a, b = make_devices(2, log=crash_log)
     busy(a, b)
-    mocker.patch.object(memory_log, step, side_effect=CrashError)
+    a.sql("INSERT INTO notes VALUES ('big', 'x', ?, 1)", "y" * 3_000_000)  # two chunks: one lands
+    a.sync()
+    real = getattr(crash_log, step)
+    calls: list[int] = []
+
+    def crash_on_second(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if step == "write_snapshot_chunks" and len(calls) == 1:
+            return real(*args, **kwargs)
+        raise CrashError
+
+    mocker.patch.object(crash_log, step, side_effect=crash_on_second)
     with pytest.raises(CrashError):
-        write_snapshot(a.db, memory_log)
+        write_snapshot(a.db, crash_log)
     mocker.stopall()
-    assert memory_log.list_snapshots(user_id="alice") == []
-    written = write_snapshot(a.db, memory_log)
-    assert [m.batch_id for m in memory_log.list_snapshots(user_id="alice")] == [written.snapshot_id]
-    assert list(memory_log._user("alice").chunks) == [written.snapshot_id], "orphan chunks removed"
+    crashed = a.db.state()["snapshot_pending"]
+    assert crash_log.list_snapshots(user_id="alice") == [], "incomplete: never read"
+    assert crash_log.get_snapshot_chunks(crashed, user_id="alice") != []
+    (c,) = make_devices(1, log=crash_log)
+    c.sync()  # no snapshot to load: the history
+    written = write_snapshot(a.db, crash_log)
+    assert [m.batch_id for m in crash_log.list_snapshots(user_id="alice")] == [written.snapshot_id]
+    assert crash_log.get_snapshot_chunks(crashed, user_id="alice") == [], "orphan chunks removed"
+    sync_all([a, b, c])
+    assert_converged([a, b, c])
 
 
 @pytest.mark.parametrize("step", ["delete_batches", "touch_device", "delete_snapshot"])
 def test_a_crash_during_compaction_loses_nothing(
-    make_devices: DeviceFactory, memory_log: Any, mocker: MockerFixture, step: str
+    make_devices: DeviceFactory, crash_log: Any, mocker: MockerFixture, step: str
 ) -> None:
-    a, b = make_devices(2)
+    a, b = make_devices(2, log=crash_log)
     busy(a, b)
-    write_snapshot(a.db, memory_log)
-    write_snapshot(a.db, memory_log)
+    write_snapshot(a.db, crash_log)
+    write_snapshot(a.db, crash_log)
     b.sync()
-    mocker.patch.object(memory_log, step, side_effect=CrashError)
+    mocker.patch.object(crash_log, step, side_effect=CrashError)
     with pytest.raises(CrashError):
-        compact(a.db, memory_log, older_than=timedelta(0), now=NOW() + timedelta(days=2))
+        compact(a.db, crash_log, older_than=timedelta(0), now=NOW() + timedelta(days=2))
     mocker.stopall()
-    (c,) = make_devices(1)
+    (c,) = make_devices(1, log=crash_log)
     sync_all([c, a, b])
     assert_converged([a, b, c])
-    compact(a.db, memory_log, older_than=timedelta(0), now=NOW() + timedelta(days=2))
-    (d,) = make_devices(1)
+    compact(a.db, crash_log, older_than=timedelta(0), now=NOW() + timedelta(days=2))
+    assert (
+        crash_log.list_batches(user_id="alice") == [] and len(crash_log.list_snapshots(user_id="alice")) == 1
+    )
+    (d,) = make_devices(1, log=crash_log)
     sync_all([d, a])
     assert_converged([a, b, c, d])
 
 
 @pytest.mark.parametrize("step", ["get_snapshot_chunks", "insert_received", "mark_as_seen"])
 def test_a_crash_during_bootstrap_loses_nothing(
-    make_devices: DeviceFactory, memory_log: Any, mocker: MockerFixture, step: str
+    make_devices: DeviceFactory, crash_log: Any, mocker: MockerFixture, step: str
 ) -> None:
     from storex_sync_firestore import client_log
 
-    a, b = make_devices(2)
+    a, b = make_devices(2, log=crash_log)
     busy(a, b)
-    write_snapshot(a.db, memory_log)
-    compact(a.db, memory_log, older_than=timedelta(0))
-    (c,) = make_devices(1)
+    write_snapshot(a.db, crash_log)
+    b.sync()
+    compact(a.db, crash_log, older_than=timedelta(0))
+    (c,) = make_devices(1, log=crash_log)
     c.sql("INSERT INTO notes VALUES ('c1', 'c', NULL, 1)")
-    target = client_log if step == "insert_received" else memory_log
+    target = client_log if step == "insert_received" else crash_log
     mocker.patch.object(target, step, side_effect=CrashError)
     with pytest.raises(CrashError):
         c.sync()

@@ -131,3 +131,21 @@ def test_a_device_records_its_liveness_and_nothing_else(as_user: Callable[..., A
     as_a = FirestoreSharedLog(as_user("alice", storexDeviceId=a), retry=None)
     with pytest.raises(Exception, match="denied"):
         as_a.touch_device(user_id="alice", device_id=b, frontier={})
+
+
+def test_the_optional_ttl_field_is_written_allowed_and_invisible_to_readers(
+    as_user: Callable[..., Any], firestore_client: Any
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from storex_sync_firestore.testing.conformance import drain, keys
+
+    alice = FirestoreSharedLog(as_user("alice"), retry=None, expire_after=timedelta(days=365))
+    a, b = (alice.create_device_id(user_id="alice") for _ in range(2))
+    batch = make_batch(a, 1, 3, user_id="alice")
+    assert alice.write_batches([batch], user_id="alice", device_id=a).documents_written == 1  # rules allow it
+    stored = firestore_client.document(f"storexSync/alice/batches/{batch.batch_id}").get().to_dict()
+    assert stored["expireAt"] > datetime.now(UTC) + timedelta(days=364)
+    got = drain(alice, b, user_id="alice")
+    assert keys(got) == keys([batch]) and dict(got[0].fields) == dict(batch.fields)
+    assert [dict(x.fields) for x in alice.list_batches(user_id="alice")] == [dict(batch.fields)]

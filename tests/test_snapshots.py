@@ -113,3 +113,44 @@ def test_status_shows_the_log_size_the_snapshot_and_each_devices_lag(
     lag = {d["device_id"]: d["lag_entries"] for d in info["devices"]}
     assert lag == {a.device_id: 0, b.device_id: 1}
     assert all(d["last_seen"] for d in info["devices"])
+
+
+def test_a_device_that_bootstraps_does_not_write_the_same_snapshot_again(
+    make_devices: DeviceFactory, memory_log: Any
+) -> None:
+    a, b = make_devices(2)
+    history(a, b)
+    write_snapshot(a.db, memory_log)
+    (c,) = make_devices(1)
+    assert c.sync(snapshot_after=3).received > 3
+    assert len(memory_log.list_snapshots(user_id="alice")) == 1
+
+
+def test_concurrent_snapshot_writers_are_harmless(
+    make_devices: DeviceFactory, backend_log: SharedSyncLog
+) -> None:
+    import threading
+
+    from storex_sync_firestore.snapshot import latest
+
+    a, b = make_devices(2, log=backend_log)
+    history(a, b)
+    errors: list[BaseException] = []
+
+    def write(device: Any) -> None:
+        try:
+            write_snapshot(device.db, backend_log)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(d,)) for d in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    manifests = backend_log.list_snapshots(user_id="alice")
+    assert len(manifests) == 2 and latest(manifests) == latest(list(reversed(manifests)))
+    (c,) = make_devices(1, log=backend_log)
+    sync_all([c, a, b])
+    assert_converged([a, b, c])
