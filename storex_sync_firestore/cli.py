@@ -422,14 +422,15 @@ def compact(db_url: str, older_than: str, retention: str, timeout: float | None,
 @db_option
 @json_option
 @click.option("--offline", is_flag=True, help="Only what the database knows: do not ask the shared log.")
-def status(db_url: str, as_json: bool, offline: bool) -> None:
+@timeout_option
+def status(db_url: str, as_json: bool, offline: bool, timeout: float | None) -> None:
     """Show the device, its log, what waits to be shared or applied, and the last sync."""
     from . import commands
 
     db = commands.open_database(db_url)
     info = commands.database_status(db)
     if not offline:
-        info["shared_log"] = commands.shared_log_status(db)
+        info["shared_log"] = commands.shared_log_status(db, timeout=10.0 if timeout is None else timeout)
     if as_json:
         click.echo(json.dumps(info, default=str))
         return

@@ -240,13 +240,13 @@ def compact_log(db: SyncedDatabase, *, timeout: float | None = None, **options: 
 
 def shared_log_status(db: SyncedDatabase, *, timeout: float | None = None) -> dict[str, Any]:
     """The shared log's size, latest snapshot and devices for ``status``; ``error`` if unreachable."""
-    from .errors import SharedLogError
+    from .errors import SyncError
     from .log_status import log_status
 
     state = initialized_state(db)
     try:
         return log_status(db, open_log(str(state["log"]), timeout=timeout))
-    except SharedLogError as exc:
+    except SyncError as exc:  # unreachable, no credentials...: status still shows the database's side
         return {"error": str(exc)}
 
 
