@@ -30,7 +30,7 @@ from .models import LogEntry, StoredBatch
 from .quarantine import quarantine, quarantine_received
 from .shared_log import format as fmt
 from .signing import DeviceKey
-from .validate import MAX_ENTRY_DEPTH, SetAside, json_depth
+from .validate import MAX_ENTRY_DEPTH, SetAside, brackets, json_depth
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _entry(row: Sequence[object]) -> LogEntry:
     for raw, parsed in ((pk, key), (value, values)):  # str.count first: a full walk only when it may nest
         if (
             parsed is not None
-            and _brackets(str(raw)) > MAX_ENTRY_DEPTH
+            and brackets(str(raw)) > MAX_ENTRY_DEPTH
             and json_depth(parsed) > MAX_ENTRY_DEPTH
         ):
             raise InvalidEntryError("the stored entry nests deeper than the receive stage allows")
@@ -85,10 +85,6 @@ def _entry(row: Sequence[object]) -> LogEntry:
         values,
         bool(pending),
     )
-
-
-def _brackets(text: str) -> int:
-    return text.count("[") + text.count("{")
 
 
 def stamp_pending(

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import orjson
 
 from .errors import InvalidEntryError
-from .models import OPS, Json, LogEntry
+from .models import Json, LogEntry
 
 
 def dumps(value: Any) -> str:
@@ -258,31 +258,3 @@ def entry_payload(entry: LogEntry) -> dict[str, Any]:
     if entry.value is not None:
         payload["value"] = dict(entry.value)
     return payload
-
-
-def check_identity(device_id: object, hlc: object) -> None:
-    """An entry is known by (device id, clock): both must be well formed before anything else is read."""
-    if not isinstance(device_id, str) or not device_id:
-        raise InvalidEntryError(f"the entry names no device: {preview(device_id)}")
-    if not isinstance(hlc, int) or isinstance(hlc, bool) or not 0 < hlc < 2**63:
-        raise InvalidEntryError(f"the entry's clock must be a positive 64-bit integer, not {preview(hlc)}")
-
-
-def entry_from_payload(payload: Mapping[str, Any], *, device_id: str, hlc: int) -> LogEntry:
-    """Check the shape of a received payload and build the entry. Names are checked later (validate)."""
-    check_identity(device_id, hlc)
-    op, table, pk, value = (payload.get(k) for k in ("op", "table", "pk", "value"))
-    if op not in OPS:
-        raise InvalidEntryError(f"unknown operation {preview(op)}")
-    if not isinstance(table, str) or not table:
-        raise InvalidEntryError("the entry names no table")
-    if not isinstance(pk, list) or not pk:
-        raise InvalidEntryError(f"the entry's key must be a non-empty list, not {preview(pk)}")
-    if op == "delete":
-        value = None
-    elif not isinstance(value, dict):
-        raise InvalidEntryError(f"a {op} entry needs an object of column values")
-    extra = set(payload) - {"op", "table", "pk", "value"}
-    if extra:
-        raise InvalidEntryError(f"unexpected fields in the entry: {sorted(extra)}")
-    return LogEntry(device_id, hlc, table, tuple(pk), op, value, needs_integration=True)

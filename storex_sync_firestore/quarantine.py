@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy import Connection, text
 
 from .capture.base import QUARANTINE_TABLE, CaptureDialect, TableInfo
-from .codec import JsonSerializer, dumps, entry_from_payload, entry_payload
+from .codec import dumps, entry_payload
 from .errors import InvalidEntryError
 from .models import LogEntry
-from .validate import SetAside, validate_entry
+from .validate import SetAside, replay_entry
 
 
 def quarantine(
@@ -121,12 +121,10 @@ def replayable(
     ).all()
     ids: list[int] = []
     entries: list[LogEntry] = []
-    serializer = JsonSerializer()
     for row_id, device_id, hlc, payload in rows:
         try:
-            entry = entry_from_payload(serializer.loads(str(payload)), device_id=str(device_id), hlc=int(hlc))
-            entry = validate_entry(entry, tables, dialect)
-        except (InvalidEntryError, ValueError, TypeError, RecursionError):
+            entry = replay_entry(str(payload), tables, dialect, device_id=str(device_id), hlc=int(hlc))
+        except InvalidEntryError:
             continue
         ids.append(int(row_id))
         entries.append(entry)

@@ -41,7 +41,7 @@ from .clock import HybridLogicalClock, wall_clock_ms
 from .codec import JsonSerializer, Serializer, dumps
 from .database import SyncedDatabase
 from .encryption import DataKey
-from .errors import ConfigurationError, ContendedError
+from .errors import ConfigurationError, ContendedError, PermanentSharedLogError
 from .events import SyncEvents
 from .models import LogEntry, Operation, SyncSummary, WriteResult
 from .reconcile import LastWriteWins, ObjectHistory, Reconciler, reconcile_sync_log, retained_keys
@@ -243,12 +243,29 @@ def check_encryption(shared_log: SharedSyncLog, user_id: str, cipher: DataKey | 
         )
 
 
+MAX_STALLED_PAGES = 50
+"""Pages in a row that bring no batch not seen before in this receive, while the log says there is more:
+then its read marker is not moving (a backend bug, or a marker others damaged) and receive stops."""
+
+
 def _receive(run: _Run, verifier: Verifier, batch_size: int | None) -> bool:
+    seen: set[str] = set()
+    stalled = 0
     while True:
         update = run.shared_log.get_unsynced_batches(
             user_id=run.user_id, device_id=run.device_id, batch_size=batch_size
         )
         run.summary.documents_read += update.documents_read
+        ids = {b.batch_id for b in update.batches}
+        stalled = 0 if ids - seen else stalled + 1
+        seen |= ids
+        if stalled > MAX_STALLED_PAGES:
+            raise PermanentSharedLogError(
+                f"the shared log returned {stalled} pages in a row with no new batch after they were marked "
+                "seen: this device's read marker does not move",
+                hint="nothing was lost; this is a fault of the shared-log backend or its stored marker: "
+                "report it with the output of 'storex-sync status --json'",
+            )
         with run.db.transaction(write=False) as conn:
             loaded = snapshot.frontier(conn, snapshot.SNAPSHOT_FRONTIER)
         # Batches inside a snapshot this device loaded: their entries are here already.

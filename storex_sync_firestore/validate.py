@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from .capture.base import CaptureDialect, TableInfo
 from .clock import wall_ms_of
@@ -43,13 +44,12 @@ from .codec import (
     Serializer,
     decode_value,
     dumps,
-    entry_from_payload,
     entry_payload,
     preview,
 )
 from .encryption import DataKey
 from .errors import InvalidEntryError
-from .models import DeviceInfo, Json, LogEntry, StoredBatch
+from .models import OPS, DeviceInfo, Json, LogEntry, StoredBatch
 from .policy import RULES_TABLE, validate_declaration
 from .shared_log import format as fmt
 from .shared_log import snapshot_format as sf
@@ -229,18 +229,9 @@ class Verifier:
 
     def entry(self, batch: fmt.OpenedBatch, line: fmt.Line, shared_on: datetime | None) -> LogEntry:
         """Check one entry of a verified batch and build it."""
-        try:
-            payload = self.serializer.loads(line.text)
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise InvalidEntryError(f"the serializer cannot read the entry: {exc}") from exc
-        if json_depth(payload) > MAX_ENTRY_DEPTH + 1:  # before anything recurses into it
-            raise InvalidEntryError(f"the entry nests deeper than {MAX_JSON_DEPTH} levels")
-        entry = entry_from_payload(payload, device_id=batch.device_id, hlc=line.hlc)
-        if (
-            batch.version == fmt.VERSION
-            and type(self.serializer) is JsonSerializer
-            and dumps(entry_payload(entry)) != line.text
-        ):
+        entry, shallow = parse_entry(line.text, self.serializer, device_id=batch.device_id, hlc=line.hlc)
+        canonical = batch.version == fmt.VERSION and type(self.serializer) is JsonSerializer
+        if canonical and dumps(entry_payload(entry)) != line.text:
             raise InvalidEntryError(
                 "the entry is not in canonical form (every writer of this version makes it)"
             )
@@ -248,9 +239,10 @@ class Verifier:
             processed = self.post_receive(entry)
             if processed is None:
                 raise InvalidEntryError("dropped by the post_receive hook")
+            canonical = canonical and processed is entry
             entry = processed
         try:
-            entry = validate_entry(entry, self.tables, self.dialect)
+            entry = validate_entry(entry, self.tables, self.dialect, encoded=canonical and shallow)
         except InvalidEntryError as exc:
             raise NotSyncedHereError(str(exc)) from exc
         self.check_clock(entry.hlc, shared_on)
@@ -301,6 +293,33 @@ def canonical_pk(table: TableInfo, pk: tuple[Json, ...], dialect: CaptureDialect
     return tuple(canonical)
 
 
+def parse_entry(text: str, serializer: Serializer, *, device_id: str, hlc: int) -> tuple[LogEntry, bool]:
+    """Read one entry's text under the depth bound, before anything recurses into it; the entry, and
+    whether the text is shallow: too few brackets for any value in it to nest past ``MAX_JSON_DEPTH``."""
+    try:
+        payload = serializer.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidEntryError(f"the serializer cannot read the entry: {exc}") from exc
+    shallow = brackets(text) <= MAX_JSON_DEPTH + 1  # str.count first: a full walk only when it may nest
+    if not shallow and json_depth(payload) > MAX_ENTRY_DEPTH + 1:
+        raise InvalidEntryError(f"the entry nests deeper than {MAX_JSON_DEPTH} levels")
+    return entry_from_payload(payload, device_id=device_id, hlc=hlc), shallow
+
+
+def replay_entry(
+    text: str, tables: Mapping[str, TableInfo], dialect: CaptureDialect, *, device_id: str, hlc: int
+) -> LogEntry:
+    """An entry set aside at receive (its payload text as it arrived), checked again as receive checks
+    it, for a replay once the schema here accepts it."""
+    entry, _ = parse_entry(text, JsonSerializer(), device_id=device_id, hlc=hlc)
+    return validate_entry(entry, tables, dialect)
+
+
+def brackets(text: str) -> int:
+    """Opening brackets in a JSON text: an upper bound of its nesting depth, counted in C."""
+    return text.count("[") + text.count("{")
+
+
 def json_depth(value: Json) -> int:
     """Nesting depth of a JSON value, without recursion (a hostile value may nest a thousand levels)."""
     deepest, stack = 0, [(value, 1)]
@@ -313,9 +332,15 @@ def json_depth(value: Json) -> int:
     return deepest
 
 
-def validate_entry(entry: LogEntry, tables: Mapping[str, TableInfo], dialect: CaptureDialect) -> LogEntry:
+def validate_entry(
+    entry: LogEntry, tables: Mapping[str, TableInfo], dialect: CaptureDialect, *, encoded: bool = False
+) -> LogEntry:
     """The entry with its key made canonical; raise ``InvalidEntryError`` with the reason if ``entry``
-    may not be applied here. Values for a column that some device dropped are accepted, never written."""
+    may not be applied here. Values for a column that some device dropped are accepted, never written.
+
+    ``encoded``: the entry is what the canonical encoder wrote, in a text shallow enough that no value
+    can nest past the bound (``parse_entry``), so the depth and storability checks are answered already:
+    they cost as much as the rest of receive together, and a backlog is read one entry at a time."""
     if entry.table == RULES_TABLE:
         validate_declaration(entry)
         return entry
@@ -340,10 +365,41 @@ def validate_entry(entry: LogEntry, tables: Mapping[str, TableInfo], dialect: Ca
         )
     for value in entry.value.values():
         decode_value(value)
-        if isinstance(value, dict) and json_depth(value) > MAX_JSON_DEPTH + 1:
+        if not encoded and isinstance(value, dict) and json_depth(value) > MAX_JSON_DEPTH + 1:
             raise InvalidEntryError(f"a JSON value nests deeper than {MAX_JSON_DEPTH} levels")
+    if encoded:
+        return entry
     try:  # what the client log will store: the one encoder refuses what it cannot write exactly
         dumps([list(entry.pk), entry.value])
     except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidEntryError(f"the entry cannot be stored as JSON: {exc}") from exc
     return entry
+
+
+def check_identity(device_id: object, hlc: object) -> None:
+    """An entry is known by (device id, clock): both must be well formed before anything else is read."""
+    if not isinstance(device_id, str) or not device_id:
+        raise InvalidEntryError(f"the entry names no device: {preview(device_id)}")
+    if not isinstance(hlc, int) or isinstance(hlc, bool) or not 0 < hlc < 2**63:
+        raise InvalidEntryError(f"the entry's clock must be a positive 64-bit integer, not {preview(hlc)}")
+
+
+def entry_from_payload(payload: Mapping[str, Any], *, device_id: str, hlc: int) -> LogEntry:
+    """Check the shape of a received payload and build the entry; its names are checked by
+    ``validate_entry``."""
+    check_identity(device_id, hlc)
+    op, table, pk, value = (payload.get(k) for k in ("op", "table", "pk", "value"))
+    if op not in OPS:
+        raise InvalidEntryError(f"unknown operation {preview(op)}")
+    if not isinstance(table, str) or not table:
+        raise InvalidEntryError("the entry names no table")
+    if not isinstance(pk, list) or not pk:
+        raise InvalidEntryError(f"the entry's key must be a non-empty list, not {preview(pk)}")
+    if op == "delete":
+        value = None
+    elif not isinstance(value, dict):
+        raise InvalidEntryError(f"a {op} entry needs an object of column values")
+    extra = set(payload) - {"op", "table", "pk", "value"}
+    if extra:
+        raise InvalidEntryError(f"unexpected fields in the entry: {sorted(extra)}")
+    return LogEntry(device_id, hlc, table, tuple(pk), op, value, needs_integration=True)

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from storex_sync_firestore import HybridLogicalClock, MemorySharedLog
-from storex_sync_firestore.models import Operation, Reconciliation
+from storex_sync_firestore.models import Operation, Reconciliation, WriteResult
 from storex_sync_firestore.reconcile import LastWriteWins, ObjectHistory
+from storex_sync_firestore.sync import MAX_STALLED_PAGES
 from storex_sync_firestore.testing.postgres import (  # noqa: F401
     postgres_server_fixture,
     postgres_url_fixture,
@@ -193,3 +194,26 @@ def test_on_postgresql_a_failed_statement_sets_only_its_object_aside(postgres_ur
     finally:
         a.close()
         b.close()
+
+
+def test_a_log_whose_marker_does_not_move_stops_receive_with_a_clear_error(
+    make_devices: DeviceFactory, memory_log: MemorySharedLog, mocker: Any
+) -> None:
+    """A backend that keeps saying "more" with the same page (a marker others damaged did that to the
+    Firestore reader once) used to spin receive forever; it stops, the entries it did read kept."""
+    from dataclasses import replace
+
+    from storex_sync_firestore.errors import PermanentSharedLogError
+
+    a, b = make_devices(2)
+    a.sql("INSERT INTO notes VALUES ('n1', 'from a', NULL, 1)")
+    a.sync()
+    real = memory_log.get_unsynced_batches
+    stuck = mocker.patch.object(
+        memory_log, "get_unsynced_batches", side_effect=lambda **kw: replace(real(**kw), has_more=True)
+    )
+    mocker.patch.object(memory_log, "mark_as_seen", return_value=WriteResult())
+    with pytest.raises(PermanentSharedLogError, match="read marker does not move"):
+        b.sync()
+    assert stuck.call_count == MAX_STALLED_PAGES + 2
+    assert b.query("SELECT op FROM _sync_log WHERE pk = '[\"n1\"]'") == [("create",)]
