@@ -169,23 +169,8 @@ def encode_batch(
 ) -> tuple[str, dict[str, Any]]:
     """The id and fields of a signed v2 batch of ``lines`` (clock order), encrypted with ``cipher`` if
     given. Deterministic without a cipher; with one, each call draws a fresh nonce."""
-    raw = payload_text(lines)
-    return seal(raw, lines, user_id=user_id, device_id=device_id, key=key, kind=kind, cipher=cipher)
-
-
-def seal(
-    raw: bytes,
-    lines: Sequence[Line],
-    *,
-    user_id: str,
-    device_id: str,
-    key: DeviceKey,
-    kind: str = KIND_BATCH,
-    cipher: DataKey | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """:func:`encode_batch` for a payload already assembled from ``lines``: compress, encrypt, sign."""
     return seal_span(
-        raw,
+        payload_text(lines),
         (lines[0].hlc, lines[-1].hlc, len(lines)),
         user_id=user_id,
         device_id=device_id,
@@ -205,8 +190,8 @@ def seal_span(
     kind: str = KIND_BATCH,
     cipher: DataKey | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """:func:`seal` for a payload of ``span`` = (first clock, last clock, line count), assembled by the
-    caller (the client log builds the lines in SQL, ready to concatenate)."""
+    """:func:`encode_batch` for a payload of ``span`` = (first clock, last clock, line count) assembled
+    by the caller (the client log builds the lines in SQL, ready to concatenate)."""
     first_hlc, last_hlc, count = span
     header = span_header(device_id, first_hlc, last_hlc, count, raw)
     payload = compress(raw)
@@ -439,7 +424,6 @@ __all__ = [
     "legacy_id",
     "open_v1",
     "open_v2",
-    "seal",
     "seal_span",
     "signed_message",
     "version_of",
