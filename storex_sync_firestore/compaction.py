@@ -25,12 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from . import liveness
 from .database import SyncedDatabase
 from .errors import ConfigurationError
 from .models import DeviceInfo, StoredBatch
 from .shared_log import format as fmt
 from .shared_log.base import SharedSyncLog
-from .snapshot import batch_range, latest, verifier_for
+from .snapshot import batch_range, latest_verified, verifier_for
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,13 @@ def compact(
     now = now or datetime.now(UTC)
     verifier, user_id, device_id = verifier_for(db, shared_log)
     manifests = shared_log.list_snapshots(user_id=user_id)
-    newest = latest(manifests)
-    if newest is None:
+    verified = latest_verified(verifier, manifests)  # the one bootstrap loads
+    if verified is None:
         raise ConfigurationError(
-            "the shared log has no snapshot, so nothing can be compacted",
+            "the shared log has no (usable) snapshot, so nothing can be compacted",
             hint="write one first: storex-sync snapshot --db URL",
         )
-    frontier = verifier.manifest(newest).frontier
+    newest, frontier = verified[0], verified[1].frontier
     devices = shared_log.list_devices(user_id=user_id)
     active = active_devices(devices, now, retention)
     done = Compacted(newest.batch_id)
@@ -108,8 +109,6 @@ def compact(
         for batch in doomed:
             origin, last = batch_range(batch) or ("", 0)
             record[origin] = max(last, record.get(origin, 0))
-        from . import liveness
-
         liveness.report(  # first: a device left behind must learn that it was, even if we crash next
             db, shared_log, user_id=user_id, device_id=device_id,
             now_ms=int(now.timestamp() * 1000), compacted=record,

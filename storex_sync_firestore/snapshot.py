@@ -107,6 +107,19 @@ def latest(manifests: Sequence[StoredBatch]) -> StoredBatch | None:
     return max(manifests, key=lambda m: (_clock_of(m), m.batch_id), default=None)
 
 
+def latest_verified(
+    verifier: Verifier, manifests: Sequence[StoredBatch]
+) -> tuple[StoredBatch, sf.Manifest] | None:
+    """The latest snapshot whose manifest verifies, read: one written past the rules (forged, altered)
+    is skipped by every device alike, for bootstrap and compaction both."""
+    for candidate in sorted(manifests, key=lambda m: (_clock_of(m), m.batch_id), reverse=True):
+        try:
+            return candidate, verifier.manifest(candidate)
+        except InvalidEntryError as exc:
+            log.warning("snapshot %s cannot be used: %s", candidate.batch_id, exc)
+    return None
+
+
 @dataclass(slots=True)
 class Bootstrap:
     """What :func:`bootstrap_if_needed` did (``snapshot`` None: nothing)."""
@@ -161,17 +174,10 @@ def bootstrap_if_needed(
         seen = db.get_state(conn, "latest_snapshot") or {}
     if seen.get("id") == newest.batch_id and covers(mine, seen.get("frontier", {})):
         return done  # checked before (a manifest never changes) and caught up: no more reads
-    # The latest snapshot that verifies (one written past the rules is skipped by every device alike).
-    for candidate in sorted(manifests, key=lambda m: (_clock_of(m), m.batch_id), reverse=True):
-        try:
-            manifest = verifier.manifest(candidate)
-        except InvalidEntryError as exc:
-            log.warning("snapshot %s cannot be used: %s", candidate.batch_id, exc)
-            continue
-        newest = candidate
-        break
-    else:
+    verified = latest_verified(verifier, manifests)
+    if verified is None:
         return done
+    newest, manifest = verified
     wanted, read = _needs_bootstrap(
         shared_log, mine, manifest.frontier, user_id=verifier.user_id, device_id=verifier.device_id
     )
@@ -374,6 +380,7 @@ __all__ = [
     "bootstrap_if_needed",
     "covered",
     "latest",
+    "latest_verified",
     "verifier_for",
     "write_snapshot",
 ]

@@ -265,3 +265,31 @@ def test_a_device_registered_with_shared_until_keeps_working_and_holds_back_what
     assert memory_log.list_batches(user_id="alice") == []
     a.app.close()
     c_db.engine.dispose()
+
+
+def test_compaction_goes_by_the_snapshot_that_verifies_and_drops_a_forged_one(
+    make_devices: DeviceFactory, memory_log: Any
+) -> None:
+    from storex_sync_firestore.models import StoredBatch
+    from storex_sync_firestore.shared_log import snapshot_format as sf
+    from storex_sync_firestore.signing import DeviceKey
+
+    a, b = make_devices(2)
+    busy(a, b)
+    good = write_snapshot(a.db, memory_log)
+    b.sync()
+    sid, fields = sf.encode_manifest(
+        hlc=2**62, count=0, frontier={a.device_id: 2**62, b.device_id: 2**62}, digests=[],
+        user_id="alice", device_id=a.device_id, key=DeviceKey.generate(),
+    )  # fmt: skip
+    memory_log.write_snapshot_manifest(StoredBatch(sid, fields), user_id="alice", device_id=a.device_id)
+    a.sql("INSERT INTO notes VALUES ('after', 'the snapshot', NULL, 1)")
+    a.sync()
+    b.sync()
+    done = compact(a.db, memory_log, older_than=timedelta(0), now=NOW() + timedelta(days=2))
+    assert done.snapshot == good.snapshot_id
+    assert len(memory_log.list_batches(user_id="alice")) == 1, "the batch after the real frontier stays"
+    assert [m.batch_id for m in memory_log.list_snapshots(user_id="alice")] == [good.snapshot_id]
+    (c,) = make_devices(1)
+    sync_all([c, a, b])
+    assert ("after", "the snapshot", None, 1) in assert_converged([a, b, c])["notes"]
