@@ -6,7 +6,9 @@ Every figure is measured against a baseline in the same run and printed as a rat
 * upload: the raw google-cloud-firestore client committing the same documents (same bytes, same count);
 * download and apply: one ``executemany`` inserting the final rows in one transaction;
 * bytes stored per change: the same entries as log format v1 (0.1.x) stored them, two arrays;
-* encryption: the same upload and download-and-apply on an unencrypted log (``encryption.py``).
+* encryption: the same upload and download-and-apply on an unencrypted log (``encryption.py``);
+* a new device bootstrapping from a snapshot: one ``executemany`` of the live rows, and a full replay
+  (``snapshots.py``, full runs only).
 
     python bench/run.py            # full sizes, with the 1,000,000-change scale run and watch latency
     python bench/run.py --quick    # reduced sizes, under a minute
@@ -212,6 +214,7 @@ def table(results: dict[str, Any]) -> str:
         "encrypted_upload_ratio": lambda v: v <= 1.2,
         "encrypted_download_apply_ratio": lambda v: v <= 1.2,
         "latency_p95_s": lambda v: v < 2,
+        "snapshots_bootstrap_vs_executemany": lambda v: v <= 3,  # issue 13
     }
     lines = [f"{'measure':40} {'value':>14}  target"]
     for key, value in results.items():
@@ -251,6 +254,11 @@ def main() -> None:
             results["first_sync_1m_s"] = results["scale_first_sync_s"]
             print("propagation latency under watch, 50 writes ...", file=sys.stderr)
             results.update(latency(50, emulator, Path(tmp)))
+            print("snapshot bootstrap, 1,000,000 changes over 100,000 rows ...", file=sys.stderr)
+            import snapshots  # imports this module's baseline: loaded here, not at the top
+
+            measured = snapshots.measure(1_000_000, 100_000, Path(tempfile.mkdtemp(dir=tmp)), emulator)
+            results.update({f"snapshots_{k}": v for k, v in measured.items()})
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
