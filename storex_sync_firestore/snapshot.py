@@ -226,8 +226,9 @@ def due(db: SyncedDatabase, summary: SyncSummary, traffic: int, snapshot_after: 
     return snapshot_after is not None and since >= snapshot_after
 
 
-def verifier_for(db: SyncedDatabase, shared_log: SharedSyncLog) -> tuple[Verifier, str, str]:
-    """A verifier for this database's device, as sync builds one; with the user and device ids."""
+def verifier_for(db: SyncedDatabase, shared_log: SharedSyncLog, **options: Any) -> tuple[Verifier, str, str]:
+    """The verifier of this database's device (sync's, compaction's and status's: one judgement of what
+    the log holds), with the user and device ids; ``options`` go to :class:`Verifier` (sync's hooks)."""
     with db.transaction(write=False) as conn:
         device_id = db.device_id(conn)
         user_id = db.get_state(conn, "user_id") or ""
@@ -240,6 +241,7 @@ def verifier_for(db: SyncedDatabase, shared_log: SharedSyncLog) -> tuple[Verifie
         db.synced_tables(),
         db.dialect,
         cipher=cipher,
+        **options,
     )
     return verifier, user_id, device_id
 

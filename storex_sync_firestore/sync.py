@@ -158,17 +158,8 @@ def do_sync(
     serializer = serializer or JsonSerializer()
     if "receive" in stages:
         run.summary.stages.append("receive")
-        verifier = Verifier(
-            user_id,
-            device_id,
-            key,
-            lambda other: shared_log.get_device_info(user_id=user_id, device_id=other),
-            db.synced_tables(),
-            db.dialect,
-            serializer,
-            post_receive,
-            now_ms,
-            cipher,
+        verifier, _, _ = snapshot.verifier_for(
+            db, shared_log, serializer=serializer, post_receive=post_receive, now_ms=now_ms
         )
         boot = snapshot.bootstrap_if_needed(db, shared_log, verifier, run.clock, now_ms=now_ms)
         loaded = boot.entries
