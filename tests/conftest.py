@@ -118,3 +118,10 @@ def assert_converged(devices: list[Device]) -> dict[str, list[tuple[Any, ...]]]:
     for other in devices[1:]:
         assert other.snapshot() == first, f"{other.path.name} differs from {devices[0].path.name}"
     return first
+
+
+@pytest.fixture
+def as_user(firestore_user_client: Callable[..., Any]) -> Callable[..., Any]:
+    """``as_user("alice", **claims)``: a Firestore client acting as that user under the repo's
+    firestore.rules: the pytest plugin's ``firestore_user_client``, which end users test their rules with."""
+    return firestore_user_client

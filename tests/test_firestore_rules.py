@@ -6,9 +6,8 @@ The clients here send ``Bearer <unsigned JWT>`` (``EndUserClient`` overrides the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,27 +17,8 @@ from google.cloud import firestore
 from storex_sync_firestore.errors import PermanentSharedLogError
 from storex_sync_firestore.shared_log import format as fmt
 from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
-from storex_sync_firestore.shared_log.firestore_clients import emulator_id_token, end_user_client
+from storex_sync_firestore.shared_log.firestore_clients import end_user_client
 from storex_sync_firestore.testing.conformance import drain, keys, make_batch
-from storex_sync_firestore.testing.emulator import FirestoreEmulator
-
-RULES = Path(__file__).resolve().parents[1] / "firestore.rules"
-
-
-@pytest.fixture
-def as_user(firestore_emulator: FirestoreEmulator, firestore_project: str) -> Iterator[Callable[..., Any]]:
-    """``as_user("alice", **claims)``: a Firestore client acting as that user, with the repo's rules."""
-    firestore_emulator.set_rules(firestore_project, RULES.read_text())
-    clients: list[Any] = []
-
-    def make(uid: str, **claims: Any) -> Any:
-        client = end_user_client(project=firestore_project, token=emulator_id_token(uid, **claims))
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ Clients act as end users with emulator ID tokens (see test_firestore_rules.py), 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,28 +15,10 @@ from google.cloud import firestore
 from storex_sync_firestore.models import StoredBatch
 from storex_sync_firestore.shared_log import snapshot_format as sf
 from storex_sync_firestore.shared_log.firestore import FirestoreSharedLog
-from storex_sync_firestore.shared_log.firestore_clients import emulator_id_token, end_user_client
 from storex_sync_firestore.signing import DeviceKey
 from storex_sync_firestore.testing.conformance import make_batch
-from storex_sync_firestore.testing.emulator import FirestoreEmulator
 
-RULES = Path(__file__).resolve().parents[1] / "firestore.rules"
 KEY = DeviceKey(bytes(32))
-
-
-@pytest.fixture
-def as_user(firestore_emulator: FirestoreEmulator, firestore_project: str) -> Iterator[Callable[..., Any]]:
-    firestore_emulator.set_rules(firestore_project, RULES.read_text())
-    clients: list[Any] = []
-
-    def make(uid: str, **claims: Any) -> Any:
-        client = end_user_client(project=firestore_project, token=emulator_id_token(uid, **claims))
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 def snapshot(device: str) -> tuple[str, StoredBatch, StoredBatch]:
