@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +25,8 @@ from storex_sync_firestore.testing.postgres import (  # noqa: F401
     postgres_url_fixture,
     postgres_urls_fixture,
 )
+
+from .test_cli import cli
 
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}
 
@@ -148,21 +148,6 @@ def test_watch_wakes_on_notify_not_by_polling(log_url: str, tmp_path: Path) -> N
         log.close()  # type: ignore[attr-defined]
 
 
-def cli(
-    *args: str, env: dict[str, str] | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "storex_sync_firestore", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
 def test_the_cli_syncs_through_postgresql_and_never_stores_the_password(log_url: str, tmp_path: Path) -> None:
     dbs = [tmp_path / "laptop.db", tmp_path / "till.db"]
     for path in dbs:
@@ -192,7 +177,7 @@ def test_the_cli_syncs_through_postgresql_and_never_stores_the_password(log_url:
     assert refused.returncode == 1 and "PGPASSWORD" in refused.stderr, refused.stderr
     password = {"PGPASSWORD": PASSWORDS["alice"]}
     for path in [*dbs, *dbs]:
-        cli("sync", "--db", f"sqlite:///{path}", env=password)
+        cli("sync", "--db", f"sqlite:///{path}", env={**os.environ, **password})
     with sqlite3.connect(dbs[1]) as conn:
         assert conn.execute("SELECT id, title FROM notes").fetchall() == [("n1", "through the shop server")]
     conn.close()
@@ -200,7 +185,9 @@ def test_the_cli_syncs_through_postgresql_and_never_stores_the_password(log_url:
 
 def test_the_demo_runs_through_postgresql(log_url: str) -> None:
     without_password = as_role(log_url, "bob").replace(f":{PASSWORDS['bob']}@", "@")
-    proc = cli("demo", "--log", without_password, "--user", "bob", env={"PGPASSWORD": PASSWORDS["bob"]})
+    proc = cli(
+        "demo", "--log", without_password, "--user", "bob", env={**os.environ, "PGPASSWORD": PASSWORDS["bob"]}
+    )
     assert "converged: both devices hold the same notes" in proc.stdout
     assert "Firestore" not in proc.stdout
 
