@@ -242,6 +242,8 @@ then its read marker is not moving (a backend bug, or a marker others damaged) a
 def _receive(run: _Run, verifier: Verifier, batch_size: int | None) -> bool:
     seen: set[str] = set()
     stalled = 0
+    with run.db.transaction(write=False) as conn:  # set by bootstrap, before receive; unchanged by it
+        loaded = snapshot.frontier(conn, snapshot.SNAPSHOT_FRONTIER)
     while True:
         update = run.shared_log.get_unsynced_batches(
             user_id=run.user_id, device_id=run.device_id, batch_size=batch_size
@@ -257,8 +259,6 @@ def _receive(run: _Run, verifier: Verifier, batch_size: int | None) -> bool:
                 hint="nothing was lost; this is a fault of the shared-log backend or its stored marker: "
                 "report it with the output of 'storex-sync status --json'",
             )
-        with run.db.transaction(write=False) as conn:
-            loaded = snapshot.frontier(conn, snapshot.SNAPSHOT_FRONTIER)
         # Batches inside a snapshot this device loaded: their entries are here already.
         checked = verifier.check([b for b in update.batches if not snapshot.covered(b, loaded)])
         now = run.now_ms()
